@@ -1,0 +1,107 @@
+"""Admission control and dynamic micro-batching of forward passes.
+
+Requests for the same model that arrive while a forward pass runs are padded into one batch for the
+next pass, and the padding is cut back out (``Engine.forward``), so a batched result equals the
+unbatched one up to float rounding of the different matrix shapes. Waiting is bounded: past
+``max_queue`` waiting requests a new one is refused at once with 503 and ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from starlette.concurrency import run_in_threadpool
+
+from app.engines import Encoded, Engine
+from app.errors import APIError
+from app.settings import Settings
+
+log = logging.getLogger("headmap")
+
+#: Padded tokens one batch may hold (B x T_max); keeps one long input from dragging short ones along.
+MAX_BATCH_TOKENS = 8192
+
+
+@dataclass
+class _Job:
+    enc: Encoded
+    future: asyncio.Future[torch.Tensor] = field(repr=False)
+
+
+class Scheduler:
+    """One queue and one worker task per engine; at most ``max_concurrency`` forward passes at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queues: dict[str, asyncio.Queue[_Job]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._running = asyncio.Semaphore(settings.max_concurrency)
+        self.waiting = 0  # admitted and not yet finished
+        self.batches_run = 0
+        self.items_run = 0
+
+    async def run(self, engine: Engine, enc: Encoded) -> torch.Tensor:
+        """Attention of one input, (L, H, T, T). 503 when the queue is full, 504 past the time limit."""
+        if self.waiting >= self.settings.max_queue + self.settings.max_concurrency * self.settings.max_batch_size:
+            raise APIError(503, "overloaded", "Too many requests are waiting; retry shortly.", {"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        job = _Job(enc, loop.create_future())
+        self.waiting += 1
+        try:
+            self._queue_for(engine).put_nowait(job)
+            return await asyncio.wait_for(asyncio.shield(job.future), self.settings.request_timeout_s)
+        except TimeoutError:
+            job.future.cancel()  # the worker skips it if it has not started
+            raise APIError(
+                504, "timeout", f"The request took longer than {self.settings.request_timeout_s:g} s."
+            ) from None
+        finally:
+            self.waiting -= 1
+
+    def _queue_for(self, engine: Engine) -> asyncio.Queue[_Job]:
+        queue = self._queues.get(engine.name)
+        if queue is None:
+            queue = self._queues[engine.name] = asyncio.Queue()
+            self._workers[engine.name] = asyncio.create_task(self._work(engine, queue), name=f"batcher-{engine.name}")
+        return queue
+
+    async def _work(self, engine: Engine, queue: asyncio.Queue[_Job]) -> None:
+        while True:
+            batch = [await queue.get()]
+            if self.settings.batch_window_ms > 0 and queue.empty():
+                await asyncio.sleep(self.settings.batch_window_ms / 1000)
+            longest = len(batch[0].enc)
+            while not queue.empty() and len(batch) < self.settings.max_batch_size:
+                nxt = queue._queue[0]  # type: ignore[attr-defined]  # peek: stop before an oversize batch
+                t = max(longest, len(nxt.enc))
+                if (len(batch) + 1) * t > MAX_BATCH_TOKENS:
+                    break
+                batch.append(queue.get_nowait())
+                longest = t
+            batch = [job for job in batch if not job.future.done()]
+            if not batch:
+                continue
+            async with self._running:
+                try:
+                    results = await run_in_threadpool(engine.forward, [job.enc for job in batch])
+                except Exception as exc:  # surfaces as each waiter's error, never kills the worker
+                    log.exception("forward pass of %s failed", engine.name)
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                    continue
+            self.batches_run += 1
+            self.items_run += len(batch)
+            for job, result in zip(batch, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
+
+    async def close(self) -> None:
+        for task in self._workers.values():
+            task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        self._workers.clear()
+        self._queues.clear()

@@ -1,0 +1,61 @@
+"""Assemble the FastAPI app: lifespan, middleware, routers, static files. Nothing else lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app import __version__
+from app.errors import install_error_handlers
+from app.inference import Scheduler
+from app.paths import STATIC_DIR
+from app.registry import ModelRegistry
+from app.routes import api, health, pages
+from app.runtime import configure_threads
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("headmap")
+
+DESCRIPTION = """Per-layer, per-head self-attention weights of transformer models, as JSON.
+
+Errors are always `{"error": "<code>", "detail": "<message>"}` with a 4xx (or 503/504) status."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Models load in the lifespan, in a worker thread; `/readyz` turns 200 when done."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_threads(settings.threads)
+        registry = ModelRegistry(settings)
+        app.state.settings = settings
+        app.state.registry = registry
+        app.state.scheduler = Scheduler(settings)
+        loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        try:
+            yield
+        finally:
+            await app.state.scheduler.close()
+            if not loading.done():
+                await asyncio.gather(loading, return_exceptions=True)
+
+    app = FastAPI(
+        title="Headmap",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by pages.docs with local assets
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,48 @@
+"""The JSON API: attention weights and the model list."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from app import service
+from app.deps import RegistryDep, SchedulerDep
+from app.errors import error_responses
+from app.schemas import AttentionRequest, AttentionResponse, ModelInfo, ModelList
+
+router = APIRouter(prefix="/api", tags=["attention"])
+
+
+@router.post(
+    "/attention",
+    response_model=AttentionResponse,
+    responses=error_responses(400, 404, 413, 422, 503, 504),
+    summary="Attention weights of every layer and head for a text",
+)
+async def attention(req: AttentionRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
+    """Tokenize `text` (and `text_pair`), run the model, return `attention[layer][head][query][key]`."""
+    result = await service.compute(registry, scheduler, req)
+    body = await run_in_threadpool(service.render, result, req.encoding)
+    # Bytes are written directly: FastAPI's encoder would take seconds on a million floats.
+    return Response(body, media_type="application/json")
+
+
+@router.get("/models", response_model=ModelList, summary="Models that are loaded and serving")
+async def models(registry: RegistryDep) -> ModelList:
+    """Each model's name, kind, layer and head counts, token limit and description."""
+    return ModelList(
+        default=registry.settings.default_model,
+        models=[
+            ModelInfo(
+                name=e.name,
+                kind=e.kind,
+                num_layers=e.num_layers,
+                num_heads=e.num_heads,
+                max_tokens=e.max_tokens,
+                description=e.description,
+                supports_pair=e.supports_pair,
+            )
+            for e in registry.engines.values()
+        ],
+    )

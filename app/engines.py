@@ -126,8 +126,10 @@ class Engine:
         with torch.inference_mode():
             attn = self._attention(ids, mask, types)  # (L, B, H, T, T)
         if attn.shape[:3] != (self.num_layers, len(batch), self.num_heads) or attn.shape[3:] != (t_max, t_max):
-            raise RuntimeError(f"{self.name}: attention has shape {tuple(attn.shape)}, expected "
-                               f"({self.num_layers}, {len(batch)}, {self.num_heads}, {t_max}, {t_max})")
+            raise RuntimeError(
+                f"{self.name}: attention has shape {tuple(attn.shape)}, expected "
+                f"({self.num_layers}, {len(batch)}, {self.num_heads}, {t_max}, {t_max})"
+            )
         # Right padding leaves real positions untouched; cut each item back to its own length.
         return [attn[:, i, :, :n, :n] for i, n in enumerate(lengths)]  # each (L, H, T_i, T_i)
 
@@ -171,6 +173,7 @@ class CustomEngine(Engine):
 
 # ---------------------------------------------------------------------------------------------
 # Loading
+
 
 def _is_decoder(config: Any) -> bool:
     from transformers.models.auto.modeling_auto import (

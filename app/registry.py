@@ -49,7 +49,9 @@ class ModelRegistry:
                 self.failed["custom"] = "needs minilm's tokenizer and embeddings, which failed to load"
             else:
                 s = self.settings
-                self._try("custom", lambda: make_custom("custom", base, s.custom_init, s.custom_seed, s.custom_checkpoint))
+                self._try(
+                    "custom", lambda: make_custom("custom", base, s.custom_init, s.custom_seed, s.custom_checkpoint)
+                )
         try:
             extra = self.settings.extra_models()
         except ValueError as exc:

@@ -18,21 +18,33 @@ class ErrorResponse(BaseModel):
     """The one error shape every 4xx and 5xx uses."""
 
     error: str = Field(description="Stable machine-readable code.", examples=["model_not_found"])
-    detail: str = Field(description="Human-readable explanation.", examples=["Unknown model 'x'; available: minilm, custom"])
+    detail: str = Field(
+        description="Human-readable explanation.", examples=["Unknown model 'x'; available: minilm, custom"]
+    )
 
 
 class AttentionRequest(BaseModel):
     """What to run: a text (and optional second segment) through one model."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE_TEXT, "model": "minilm"}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE_TEXT, "model": "minilm"}]}
+    )
 
     text: str = Field(description="The text to analyse. Must contain a non-space character.", examples=[EXAMPLE_TEXT])
-    model: str | None = Field(None, description="Model name from `GET /api/models`; default `minilm`.", examples=["minilm"])
-    text_pair: str | None = Field(
-        None, description="Optional second segment (sentence pair), encoded as `[CLS] a [SEP] b [SEP]`.", examples=[None]
+    model: str | None = Field(
+        None, description="Model name from `GET /api/models`; default `minilm`.", examples=["minilm"]
     )
-    layers: list[int] | None = Field(None, description="Layer indices to return (0-based); all when null.", examples=[[0, 5]])
-    heads: list[int] | None = Field(None, description="Head indices to return (0-based); all when null.", examples=[None])
+    text_pair: str | None = Field(
+        None,
+        description="Optional second segment (sentence pair), encoded as `[CLS] a [SEP] b [SEP]`.",
+        examples=[None],
+    )
+    layers: list[int] | None = Field(
+        None, description="Layer indices to return (0-based); all when null.", examples=[[0, 5]]
+    )
+    heads: list[int] | None = Field(
+        None, description="Head indices to return (0-based); all when null.", examples=[None]
+    )
     truncate: bool = Field(
         False, description="Cut the input to the model's `max_tokens` instead of answering 413.", examples=[False]
     )
@@ -50,7 +62,9 @@ class CompactTensor(BaseModel):
     """A quantised tensor: base64 of row-major uint8 bytes; value = byte * scale."""
 
     dtype: Literal["uint8"] = Field("uint8", description="Element type of the decoded bytes.")
-    shape: list[int] = Field(description="Dimensions, row-major: [layers, heads, query, key].", examples=[[6, 12, 8, 8]])
+    shape: list[int] = Field(
+        description="Dimensions, row-major: [layers, heads, query, key].", examples=[[6, 12, 8, 8]]
+    )
     scale: float = Field(description="Multiply each byte by this to get the weight (1/255).", examples=[1 / 255])
     data: str = Field(description="Base64 (RFC 4648, with padding) of the bytes.")
 

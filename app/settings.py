@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         None, ge=1, description="Torch intra-op threads; defaults to the container's CPU quota or the core count."
     )
 
+    gzip_level: int = Field(1, ge=0, le=9, description="gzip level for attention responses; 0 turns it off.")
+    gzip_max_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Attention responses larger than this go uncompressed: on loopback or a LAN, compressing tens of MB "
+            "costs more time than it saves. Put a compressing proxy in front for slow links."
+        ),
+    )
+
     cors_origins: str = Field("", description="Comma-separated CORS allow-list; empty turns CORS off.")
     trusted_hosts: str = Field("*", description="Comma-separated allowed Host headers; `*` allows any.")
     warmup: bool = Field(True, description="Run one warm-up pass per model before reporting ready.")

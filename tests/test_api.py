@@ -147,8 +147,13 @@ def test_models(client: TestClient) -> None:
     assert body["default"] == "minilm"
     by_name = {m["name"]: m for m in body["models"]}
     assert by_name["minilm"] | {"description": ""} == {
-        "name": "minilm", "kind": "encoder", "num_layers": 6, "num_heads": 12, "max_tokens": 512,
-        "description": "", "supports_pair": True,
+        "name": "minilm",
+        "kind": "encoder",
+        "num_layers": 6,
+        "num_heads": 12,
+        "max_tokens": 512,
+        "description": "",
+        "supports_pair": True,
     }
     assert by_name["custom"]["kind"] == "custom" and by_name["custom"]["num_layers"] == 1
     assert all(m["description"] for m in body["models"])

@@ -44,7 +44,18 @@ def test_serve_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_wheel_packages_templates_and_static(tmp_path: Path) -> None:
     """A wheel install must find templates and static files inside the package."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
     )
     wheel = next(tmp_path.glob("headmap-*.whl"))
@@ -57,6 +68,10 @@ def test_wheel_packages_templates_and_static(tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(target)
     out = subprocess.run(
         [sys.executable, "-c", "import app.paths as p; print(p.TEMPLATES_DIR); print(p.STATIC_DIR)"],
-        cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert out == [str(target / "app" / "templates"), str(target / "app" / "static")]

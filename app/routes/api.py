@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -22,10 +24,12 @@ router = APIRouter(prefix="/api", tags=["attention"])
 )
 async def attention(req: AttentionRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
     """Tokenize `text` (and `text_pair`), run the model, return `attention[layer][head][query][key]`."""
+    start = time.perf_counter()
     result = await service.compute(registry, scheduler, req)
     body = await run_in_threadpool(service.render, result, req.encoding)
+    elapsed_ms = (time.perf_counter() - start) * 1000
     # Bytes are written directly: FastAPI's encoder would take seconds on a million floats.
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={"Server-Timing": f"app;dur={elapsed_ms:.1f}"})
 
 
 @router.get("/models", response_model=ModelList, summary="Models that are loaded and serving")

@@ -11,8 +11,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
+from app.compression import GzipMiddleware
 from app.errors import install_error_handlers
 from app.inference import Scheduler
+from app.middleware import install_middleware
 from app.paths import STATIC_DIR
 from app.registry import ModelRegistry
 from app.routes import api, health, pages
@@ -54,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_middleware(app, settings)
+    app.add_middleware(GzipMiddleware, level=settings.gzip_level, maximum=settings.gzip_max_bytes)
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(pages.router)

@@ -79,6 +79,9 @@ class ModelRegistry:
             self.engines.pop(name, None)
             return None
         if isinstance(result, Engine):
+            cap = self.settings.max_tokens  # HEADMAP_MAX_TOKENS lowers every model's own limit
+            if cap is not None and result.max_tokens > cap:
+                result.max_tokens = cap
             self.engines[name] = result
         return result
 

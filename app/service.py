@@ -47,6 +47,15 @@ def prepare(registry: ModelRegistry, req: AttentionRequest) -> tuple[Engine, lis
         raise APIError(422, "empty_text", "`text` is empty or only whitespace.")
     if req.text_pair is not None and not req.text_pair.strip():
         raise APIError(422, "empty_text", "`text_pair` is empty or only whitespace; omit it or pass null.")
+    for name, value in (("text", req.text), ("text_pair", req.text_pair)):
+        # JSON may carry lone surrogates ("\ud800"), which are not text; the tokenizer would raise TypeError.
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(
+                    422, "invalid_text", f"`{name}` contains a lone UTF-16 surrogate, which is not a character."
+                ) from None
     engine = registry.get(req.model)
     if req.text_pair is not None and not engine.supports_pair:
         raise APIError(422, "pair_unsupported", f"Model {engine.name!r} does not take a `text_pair`.")

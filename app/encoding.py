@@ -18,9 +18,15 @@ import torch
 from app.schemas import COMPACT_LEVELS, JSON_DECIMALS
 
 
-def round_for_json(attn: torch.Tensor) -> np.ndarray:
-    """(..., T, T) float tensor -> float32 C-contiguous array rounded to ``JSON_DECIMALS`` places."""
-    return np.ascontiguousarray(torch.round(attn.float(), decimals=JSON_DECIMALS).numpy())
+def round_for_json(attn: torch.Tensor, inplace: bool = False) -> np.ndarray:
+    """(..., T, T) float tensor -> float32 C-contiguous array rounded to ``JSON_DECIMALS`` places.
+
+    ``inplace`` rounds ``attn`` itself (when it is float32), sparing a copy of up to 75 MB at 512 tokens.
+    """
+    with torch.inference_mode():  # forward passes return inference tensors; in-place needs this mode
+        attn = attn.float()
+        attn = attn.round_(decimals=JSON_DECIMALS) if inplace else torch.round(attn, decimals=JSON_DECIMALS)
+        return np.ascontiguousarray(attn.numpy())
 
 
 def quantise(attn: torch.Tensor) -> np.ndarray:

@@ -103,8 +103,11 @@ def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionRes
     return AttentionResult(engine, enc, layers, heads, attn)
 
 
-def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
-    """The ``AttentionResponse`` dict; ``attention`` stays a NumPy array for ``encoding.dumps``."""
+def payload(result: AttentionResult, encoding: str = "json", consume: bool = False) -> dict[str, Any]:
+    """The ``AttentionResponse`` dict; ``attention`` stays a NumPy array for ``encoding.dumps``.
+
+    ``consume`` lets the JSON rounding overwrite ``result.attention`` to save a full copy.
+    """
     attn = select(result.attention, result.layers, result.heads)  # (l, h, T, T)
     enc = result.enc
     return {
@@ -117,12 +120,12 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
         "segments": enc.segments,
         "layers": result.layers,
         "heads": result.heads,
-        "attention": round_for_json(attn) if encoding == "json" else None,
+        "attention": round_for_json(attn, inplace=consume) if encoding == "json" else None,
         "attention_compact": compact_tensor(attn) if encoding == "compact" else None,
         "truncated": enc.truncated,
     }
 
 
 def render(result: AttentionResult, encoding: str = "json") -> bytes:
-    """Response body bytes (blocking: call from a worker thread)."""
-    return dumps(payload(result, encoding))
+    """Response body bytes (blocking: call from a worker thread). ``result.attention`` is spent afterwards."""
+    return dumps(payload(result, encoding, consume=True))

@@ -1,0 +1,289 @@
+"""Headmap benchmark: the attention API against the bare model forward pass, in one run.
+
+    python benchmarks/bench.py                 # everything but the browser, markdown tables on stdout
+    python benchmarks/bench.py --browser       # also the Playwright timings (needs /usr/bin/chromium)
+    python benchmarks/bench.py --quick         # fewer repetitions
+
+It starts a real ``headmap serve`` on a free 127.0.0.1 port (the only address it talks to), and
+loads minilm in this process for the baselines: the forward pass with ``output_attentions=True``
+and the naive ``json.dumps(tensor.tolist())`` encoding. Medians over repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+LENGTHS = (16, 64, 128, 256, 512)
+
+
+def text_of(tokens: int) -> str:
+    """A text that minilm tokenizes into exactly ``tokens`` tokens ([CLS] + words + [SEP])."""
+    words = "the cat sat on a mat and looked at every bird in the garden".split()
+    return " ".join(words[i % len(words)] for i in range(tokens - 2))
+
+
+def median_ms(fn: Callable[[], Any], reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def server(env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
+    """A real server on loopback; yields (base URL, process, seconds from spawn to /readyz 200)."""
+    port = free_port()
+    full_env = {**os.environ, "HEADMAP_BUILTIN_MODELS": "minilm", **(env or {})}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=full_env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=2) as c:
+            for _ in range(1200):
+                try:
+                    if c.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None:
+                    raise RuntimeError("server exited during start-up")
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("server not ready after 60 s")
+        yield base, proc, time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def baselines(reps: int, naive_max: int) -> dict[int, dict[str, float]]:
+    """Bare forward pass (with output_attentions) and naive json.dumps, in this process."""
+    from app.registry import ModelRegistry
+    from app.runtime import configure_threads
+    from app.settings import Settings
+
+    configure_threads(None)
+    registry = ModelRegistry(Settings(builtin_models="minilm", warmup=False))
+    registry.load_all()
+    engine = registry.get("minilm")
+    out: dict[int, dict[str, float]] = {}
+    for n in LENGTHS:
+        enc = engine.encode(text_of(n))
+        assert len(enc) == n, (n, len(enc))
+        ids = torch.tensor([enc.input_ids])  # (1, T)
+        model = engine.model  # type: ignore[attr-defined]
+
+        def forward(ids: torch.Tensor = ids, model: Any = model) -> Any:
+            with torch.inference_mode():
+                return model(input_ids=ids, output_attentions=True)
+
+        row = {"forward_ms": median_ms(forward, reps)}
+        if n <= naive_max:
+            attn = torch.stack(forward().attentions)[:, 0]  # (L, H, T, T)
+            row["naive_ms"] = median_ms(lambda attn=attn: json.dumps(attn.tolist()).encode(), max(1, reps // 3))
+            row["naive_bytes"] = len(json.dumps(attn.tolist()))
+        out[n] = row
+    return out
+
+
+def api_lengths(base: str, reps: int) -> dict[int, dict[str, float]]:
+    """Server-side (Server-Timing) and end-to-end client times, and payload sizes, per length and encoding."""
+    out: dict[int, dict[str, float]] = {}
+    with httpx.Client(base_url=base, timeout=120, headers={"accept-encoding": "gzip"}) as c:
+        for n in LENGTHS:
+            row: dict[str, float] = {"weights": 6 * 12 * n * n}
+            for enc in ("compact", "json"):
+                body = {"text": text_of(n), "encoding": enc}
+                server_ms: list[float] = []
+
+                def call(body: dict[str, Any] = body, server_ms: list[float] = server_ms) -> httpx.Response:
+                    r = c.post("/api/attention", json=body)
+                    r.raise_for_status()
+                    server_ms.append(float(r.headers["server-timing"].split("dur=")[1]))
+                    return r
+
+                row[f"{enc}_e2e_ms"] = median_ms(call, reps)
+                row[f"{enc}_server_ms"] = statistics.median(server_ms[1:])
+                raw = c.post("/api/attention", json=body, headers={"accept-encoding": "identity"}).content
+                row[f"{enc}_bytes"] = len(raw)
+                row[f"{enc}_gzip_bytes"] = len(gzip.compress(raw, 1))
+            out[n] = row
+    return out
+
+
+def subset_cost(base: str, reps: int, n: int = 256) -> list[list[Any]]:
+    rows = []
+    with httpx.Client(base_url=base, timeout=120) as c:
+        for label, extra, weights in [
+            ("all 6 x 12", {}, 72),
+            ("1 layer x 12 heads", {"layers": [0]}, 12),
+            ("1 layer x 1 head", {"layers": [0], "heads": [0]}, 1),
+        ]:
+            body = {"text": text_of(n), "encoding": "json", **extra}
+            ms = median_ms(lambda body=body: c.post("/api/attention", json=body).raise_for_status(), reps)
+            size = len(c.post("/api/attention", json=body, headers={"accept-encoding": "identity"}).content)
+            rows.append([label, weights * n * n, f"{ms:.0f}", f"{size / 1e6:.2f}"])
+    return rows
+
+
+async def _throughput(base: str, clients: int, requests: int) -> float:
+    body = {"text": text_of(32)}
+    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(requests):
+            queue.put_nowait(i)
+
+        async def worker() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                (await c.post("/api/attention", json=body)).raise_for_status()
+
+        await c.post("/api/attention", json=body)
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return requests / (time.perf_counter() - start)
+
+
+def throughput(base: str, requests: int) -> tuple[float, float]:
+    serial = asyncio.run(_throughput(base, 1, requests))
+    concurrent = asyncio.run(_throughput(base, 8, requests))
+    return serial, concurrent
+
+
+def memory_and_startup() -> list[list[Any]]:
+    with server() as (base, proc, ready_s):
+        time.sleep(1.0)
+        idle = rss_mb(proc.pid)
+        hwm_before = rss_mb(proc.pid, "VmHWM")
+        with httpx.Client(base_url=base, timeout=120) as c:
+            c.post("/api/attention", json={"text": text_of(512)}).raise_for_status()
+        peak = rss_mb(proc.pid, "VmHWM")
+    return [
+        ["process start to /readyz 200", f"{ready_s:.2f} s", "<= 5 s"],
+        ["idle RSS", f"{idle:.0f} MB", "<= 700 MB"],
+        ["extra peak RSS for one 512-token request", f"{peak - max(idle, hwm_before):.0f} MB", "<= 300 MB"],
+    ]
+
+
+def browser(base: str) -> list[list[Any]]:
+    from benchmarks.browser_timing import measure  # optional: needs Playwright + Debian chromium
+
+    return measure(base)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--browser", action="store_true", help="also time the page in headless Chromium")
+    parser.add_argument("--naive-max", type=int, default=256, help="longest input for the naive json.dumps baseline")
+    args = parser.parse_args()
+    reps = 3 if args.quick else 7
+    sys.path.insert(0, str(ROOT))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs\n")
+
+    base_rows = baselines(reps, args.naive_max)
+    with server() as (base, _proc, _ready):
+        api = api_lengths(base, reps)
+        subset = subset_cost(base, reps)
+        serial, concurrent = throughput(base, 48 if args.quick else 96)
+        browser_rows = browser(base) if args.browser else []
+
+    rows = []
+    for n in LENGTHS:
+        b, a = base_rows[n], api[n]
+        fw = b["forward_ms"]
+        naive = f"{b['naive_ms']:.0f} ({b['naive_ms'] / fw:.1f}x)" if "naive_ms" in b else "not run"
+        rows.append(
+            [
+                n,
+                f"{fw:.1f}",
+                naive,
+                f"{a['compact_server_ms']:.1f} ({a['compact_server_ms'] / fw:.2f}x)",
+                f"{a['compact_e2e_ms']:.1f} ({a['compact_e2e_ms'] / fw:.2f}x)",
+                f"{a['json_server_ms']:.1f} ({a['json_server_ms'] / fw:.2f}x)",
+                f"{a['json_e2e_ms']:.1f} ({a['json_e2e_ms'] / fw:.2f}x)",
+            ]
+        )
+    print("### Time per request (ms, median; ratio to the bare forward pass)\n")
+    print(
+        table(
+            ["tokens", "forward pass", "naive json.dumps", "compact server", "compact end-to-end",
+             "json server", "json end-to-end"],
+            rows,
+        )
+    )
+    print("\n### Payload (bytes per attention weight, uncompressed; gzip level 1 in brackets)\n")
+    size_rows = []
+    for n in LENGTHS:
+        b, a = base_rows[n], api[n]
+        w = a["weights"]
+        naive = f"{b['naive_bytes'] / w:.1f}" if "naive_bytes" in b else "-"
+        size_rows.append(
+            [n, f"{int(w):,}", naive, f"{a['json_bytes'] / w:.2f} ({a['json_gzip_bytes'] / w:.2f})",
+             f"{a['compact_bytes'] / w:.2f} ({a['compact_gzip_bytes'] / w:.2f})"]
+        )
+    print(table(["tokens", "weights", "naive json", "json", "compact"], size_rows))
+    print("\n### Throughput, 32 tokens, loopback\n")
+    print(
+        table(
+            ["clients", "requests/s", "vs serial"],
+            [["1 (serial)", f"{serial:.1f}", "1.00x"], ["8", f"{concurrent:.1f}", f"{concurrent / serial:.2f}x"]],
+        )
+    )
+    print("\n### Cost of a subset (256 tokens, json)\n")
+    print(table(["returned", "weights", "end-to-end ms", "MB"], subset))
+    print("\n### Start-up and memory (minilm only)\n")
+    print(table(["what", "measured", "target"], memory_and_startup()))
+    if browser_rows:
+        print("\n### Browser (headless Chromium, Playwright)\n")
+        print(table(["what", "measured", "target"], browser_rows))
+
+
+if __name__ == "__main__":
+    main()

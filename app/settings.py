@@ -52,7 +52,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request time limit, in seconds.")
     max_batch_size: int = Field(8, ge=1, description="Largest micro-batch of concurrent requests.")
     batch_window_ms: float = Field(
-        2.0, ge=0, description="How long the first request of a batch waits for companions, in milliseconds."
+        0.0,
+        ge=0,
+        description=(
+            "How long a lone request waits for companions before running, in ms. 0: requests that arrive while a "
+            "forward pass runs are batched into the next one, and a lone request never waits."
+        ),
     )
     threads: int | None = Field(
         None, ge=1, description="Torch intra-op threads; defaults to the container's CPU quota or the core count."

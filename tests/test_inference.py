@@ -1,0 +1,96 @@
+"""Micro-batching: concurrent requests share forward passes and get the unbatched answer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import torch
+
+from app.errors import APIError
+from app.inference import Scheduler
+from app.settings import Settings
+
+TEXTS = ["Short one.", "A somewhat longer sentence about a cat.", "Mid length text here.", "x", "The end of it all."]
+
+
+def test_concurrent_jobs_are_batched_and_equal_unbatched(registry) -> None:  # type: ignore[no-untyped-def]
+    engine = registry.get("minilm")
+    encs = [engine.encode(t) for t in TEXTS]
+    alone = [engine.forward([e])[0] for e in encs]  # (L, H, T_i, T_i) each
+
+    async def run() -> tuple[list[torch.Tensor], Scheduler]:
+        scheduler = Scheduler(Settings(max_batch_size=8))
+        try:
+            results = await asyncio.gather(*(scheduler.run(engine, e) for e in encs))
+        finally:
+            await scheduler.close()
+        return list(results), scheduler
+
+    results, scheduler = asyncio.run(run())
+    assert scheduler.items_run == len(TEXTS)
+    assert scheduler.batches_run < len(TEXTS)  # at least one pass served several requests
+    for got, want in zip(results, alone, strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_full_queue_is_refused_at_once(registry) -> None:  # type: ignore[no-untyped-def]
+    engine = registry.get("minilm")
+    enc = engine.encode("hello")
+    gate = threading.Event()
+    real_forward = engine.forward
+
+    async def run() -> list[object]:
+        scheduler = Scheduler(Settings(max_queue=2, max_concurrency=1, max_batch_size=1))
+
+        def slow_forward(batch):  # type: ignore[no-untyped-def]
+            gate.wait(10)
+            return real_forward(batch)
+
+        engine.forward = slow_forward
+        try:
+            tasks = [asyncio.create_task(scheduler.run(engine, enc)) for _ in range(6)]
+            await asyncio.sleep(0.2)
+            done = [t for t in tasks if t.done()]
+            refused = [t.exception() for t in done]
+            gate.set()
+            rest = await asyncio.gather(*(t for t in tasks if t not in done), return_exceptions=True)
+        finally:
+            del engine.forward
+            await scheduler.close()
+        return refused + list(rest)
+
+    outcomes = asyncio.run(run())
+    refused = [o for o in outcomes if isinstance(o, APIError)]
+    served = [o for o in outcomes if isinstance(o, torch.Tensor)]
+    assert len(refused) == 3 and len(served) == 3  # 1 running + 2 queued admitted
+    assert all(o.status == 503 and o.headers == {"Retry-After": "1"} for o in refused)
+
+
+def test_timeout_is_504(registry) -> None:  # type: ignore[no-untyped-def]
+    engine = registry.get("minilm")
+    enc = engine.encode("hello")
+    gate = threading.Event()
+    real_forward = engine.forward
+
+    async def run() -> None:
+        scheduler = Scheduler(Settings(request_timeout_s=0.2))
+
+        def slow_forward(batch):  # type: ignore[no-untyped-def]
+            gate.wait(10)
+            return real_forward(batch)
+
+        engine.forward = slow_forward
+        try:
+            with pytest.raises(APIError) as info:
+                await scheduler.run(engine, enc)
+            assert info.value.status == 504 and info.value.error == "timeout"
+            assert scheduler.waiting == 0
+        finally:
+            gate.set()
+            del engine.forward
+            await scheduler.close()
+
+    asyncio.run(run())

@@ -1,0 +1,155 @@
+"""Tiny random models of each supported family, written to a folder like a real Hugging Face checkpoint.
+
+No downloads: configs are built in code, WordPiece vocabularies are written by hand and byte-level BPE
+tokenizers are trained on a few sentences. Each model is small enough to load in well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CORPUS = [
+    "The cat sat on the mat because it was tired.",
+    "Where is it? It is here, under the table.",
+    "Attention heads look at other tokens in the sentence.",
+    "A dog, a bird and a fish went to the market on Monday.",
+    "café naïve résumé 你好世界 👍🏽 👩‍👩‍👧",
+]
+
+# A WordPiece vocabulary: specials, single characters (so nothing in CORPUS-like text is UNK),
+# a few whole words and ## continuations.
+_WORDS = ["the", "cat", "sat", "on", "mat", "because", "it", "was", "tired", "where", "is", "here", "attention"]
+_CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,?!'\"-:;()") + list("你好世界")
+WORDPIECE_VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + _WORDS
+    + _CHARS
+    + [f"##{c}" for c in _CHARS if c.isalnum() and c.isascii()]
+    + ["##ing", "##ed", "##s"]
+)
+
+# Small enough to be fast, big enough to have several layers and heads and to hold a sentence pair.
+LAYERS, HEADS, HIDDEN, POSITIONS = 2, 4, 32, 64
+FAMILIES = ("bert", "roberta", "distilbert", "gpt2")
+
+
+def _wordpiece_vocab(folder: Path) -> dict[str, int]:
+    """Write ``vocab.txt`` (as a real checkpoint has) and return it as the dict transformers v5 takes."""
+    (folder / "vocab.txt").write_text("\n".join(WORDPIECE_VOCAB) + "\n", encoding="utf-8")
+    return {token: i for i, token in enumerate(WORDPIECE_VOCAB)}
+
+
+def _byte_level_bpe(specials: list[str], vocab_size: int = 400) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Train a byte-level BPE on ``CORPUS``; return (vocab, merges) in the form transformers v5 takes."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer(add_prefix_space=False, trim_offsets=True)
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=vocab_size, min_frequency=1, special_tokens=specials)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def make_bert(folder: Path) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = BertTokenizerFast(vocab=_wordpiece_vocab(folder), do_lower_case=True, model_max_length=POSITIONS)
+    config = BertConfig(
+        vocab_size=len(WORDPIECE_VOCAB),
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=2 * HIDDEN,
+        max_position_embeddings=POSITIONS,
+        type_vocab_size=2,
+        pad_token_id=0,
+    )
+    torch.manual_seed(1)
+    BertModel(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_distilbert(folder: Path) -> Path:
+    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = DistilBertTokenizerFast(vocab=_wordpiece_vocab(folder), do_lower_case=True, model_max_length=POSITIONS)
+    config = DistilBertConfig(
+        vocab_size=len(WORDPIECE_VOCAB),
+        dim=HIDDEN,
+        n_layers=LAYERS,
+        n_heads=HEADS,
+        hidden_dim=2 * HIDDEN,
+        max_position_embeddings=POSITIONS,
+        pad_token_id=0,
+    )
+    torch.manual_seed(2)
+    DistilBertModel(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_roberta(folder: Path) -> Path:
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    vocab, merges = _byte_level_bpe(specials)
+    tok = RobertaTokenizerFast(
+        vocab=vocab,
+        merges=merges,
+        add_prefix_space=False,
+        trim_offsets=True,
+        model_max_length=POSITIONS - 2,
+    )
+    config = RobertaConfig(
+        vocab_size=len(tok),
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=2 * HIDDEN,
+        max_position_embeddings=POSITIONS,
+        type_vocab_size=1,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(3)
+    RobertaModel(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_gpt2(folder: Path) -> Path:
+    from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = _byte_level_bpe(["<|endoftext|>"])
+    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, model_max_length=POSITIONS)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=HIDDEN,
+        n_layer=LAYERS,
+        n_head=HEADS,
+        n_positions=POSITIONS,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(4)
+    GPT2Model(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+MAKERS = {"bert": make_bert, "roberta": make_roberta, "distilbert": make_distilbert, "gpt2": make_gpt2}
+
+
+def make_all(root: Path) -> dict[str, Path]:
+    """Write one tiny model per family under ``root``; returns ``{family: folder}``."""
+    return {family: MAKERS[family](root / f"tiny-{family}") for family in FAMILIES}

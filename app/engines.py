@@ -76,8 +76,11 @@ class Engine:
             ids: list[int] = list(full["input_ids"])
             tokens = self.tokenizer.convert_ids_to_tokens(ids)
             seq_ids = full.sequence_ids()
-        special = [bool(s) for s in full["special_tokens_mask"]]
-        offsets = [None if sp else [int(a), int(b)] for (a, b), sp in zip(full["offset_mapping"], special, strict=True)]
+        added = [bool(s) for s in full["special_tokens_mask"]]  # inserted by the tokenizer, no source text
+        offsets = [None if a else [int(x), int(y)] for (x, y), a in zip(full["offset_mapping"], added, strict=True)]
+        # A "[SEP]" typed in the text becomes the real separator: flag it too, but keep its offsets.
+        special_ids = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}  # [UNK] is text
+        special = [a or i in special_ids for a, i in zip(added, ids, strict=True)]
         segments, last = [], 0
         for sid in seq_ids:  # special tokens belong to the segment they close
             last = sid if sid is not None else last

@@ -86,6 +86,15 @@ def test_truncate(client: TestClient) -> None:
     assert body["tokens"][-1] == "[SEP]"
 
 
+def test_special_token_typed_in_text_is_flagged_with_offsets(client: TestClient) -> None:
+    text = "a [SEP] b"
+    body = post(client, text=text).json()
+    i = body["tokens"].index("[SEP]")
+    assert body["special"][i] is True
+    assert text[slice(*body["offsets"][i])] == "[SEP]"
+    assert body["offsets"][0] is None and body["offsets"][-1] is None
+
+
 def test_unknown_token_flagged(client: TestClient) -> None:
     body = post(client, text="hello \u2603\ufe0f world").json()
     assert any(body["unknown"])

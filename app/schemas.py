@@ -26,8 +26,9 @@ class ErrorResponse(BaseModel):
 class AttentionRequest(BaseModel):
     """What to run: a text (and optional second segment) through one model."""
 
+    # strict: no silent coercion ("truncate": 0, "layers": ["1"]); the body must match the published schema.
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE_TEXT, "model": "minilm"}]}
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"text": EXAMPLE_TEXT, "model": "minilm"}]}
     )
 
     text: str = Field(description="The text to analyse. Must contain a non-space character.", examples=[EXAMPLE_TEXT])

@@ -178,7 +178,10 @@ def test_engine_failure_is_json_500(registry: ModelRegistry, monkeypatch) -> Non
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_attention_never_reaches_a_response(
-    client: TestClient, registry: ModelRegistry, monkeypatch, bad: float  # type: ignore[no-untyped-def]
+    client: TestClient,
+    registry: ModelRegistry,
+    monkeypatch,
+    bad: float,  # type: ignore[no-untyped-def]
 ) -> None:
     engine = registry.get("custom")
     real = engine.forward
@@ -323,8 +326,11 @@ def test_cors_allow_list() -> None:
         assert r.headers["access-control-allow-origin"] == "https://good.example"
         r = c.get("/api/models", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
-        ok = {"Origin": "https://also.example", "Access-Control-Request-Method": "POST",
-              "Access-Control-Request-Headers": "content-type"}
+        ok = {
+            "Origin": "https://also.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        }
         r = c.options("/api/attention", headers=ok)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://also.example"
         r = c.options("/api/attention", headers={**ok, "Origin": "https://evil.example"})
@@ -446,9 +452,10 @@ def test_healthz_fast_while_inference_saturates_the_cores() -> None:
                     assert r.status_code == 200, r.text
                     done += 1
 
-            async with httpx.AsyncClient(base_url=url, timeout=60) as load, httpx.AsyncClient(
-                base_url=url, timeout=10
-            ) as probe:
+            async with (
+                httpx.AsyncClient(base_url=url, timeout=60) as load,
+                httpx.AsyncClient(base_url=url, timeout=10) as probe,
+            ):
                 workers = [asyncio.create_task(worker(load)) for _ in range(6)]
                 await asyncio.sleep(1.0)  # let the queue fill
                 cpu0, t0, (busy0, total0) = _cpu_seconds(proc.pid), time.monotonic(), _machine_busy_and_total()
@@ -468,8 +475,10 @@ def test_healthz_fast_while_inference_saturates_the_cores() -> None:
         latencies, done, cores, busy = asyncio.run(run())
     ms = sorted(x * 1000 for x in latencies)
     p50, p95, worst = statistics.median(ms), ms[int(0.95 * (len(ms) - 1))], ms[-1]
-    print(f"\n/healthz under load: n={len(ms)} p50={p50:.1f} ms p95={p95:.1f} ms max={worst:.1f} ms; "
-          f"server used {cores:.2f} cores, all CPUs {busy:.0%} busy; {done} inferences")
+    print(
+        f"\n/healthz under load: n={len(ms)} p50={p50:.1f} ms p95={p95:.1f} ms max={worst:.1f} ms; "
+        f"server used {cores:.2f} cores, all CPUs {busy:.0%} busy; {done} inferences"
+    )
     assert done > 10 and busy > 0.8  # the cores really were saturated
     assert p50 < 100, ms  # the issue's bound, on the median
     assert p95 < 250, ms  # generous for a shared 2-core CI machine
@@ -513,3 +522,34 @@ def test_serve_binds_loopback_by_default() -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("HOST", raising=False)
         assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_csp_holds_in_chromium(registry: ModelRegistry) -> None:
+    """In a real browser: Swagger UI runs under the hashed CSP, and neither page trips the policy."""
+    from playwright.sync_api import sync_playwright
+
+    app = bare_app()
+    with uvicorn_thread(app) as url, sync_playwright() as p:
+        app.state.registry = registry
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            for path, ready in (("/docs", ".swagger-ui .opblock"), ("/", "body")):
+                page = browser.new_page()
+                violations: list[str] = []
+                page.on(
+                    "console", lambda m, v=violations: v.append(m.text) if "Content Security Policy" in m.text else None
+                )
+                page.goto(url + path)
+                page.wait_for_selector(ready, timeout=20_000)
+                page.wait_for_timeout(1000)
+                assert not violations, (path, violations)
+                if path == "/docs":
+                    assert page.locator(".swagger-ui .opblock").count() >= 3  # the spec loaded and rendered
+                page.close()
+        finally:
+            browser.close()

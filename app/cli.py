@@ -1,4 +1,4 @@
-"""The ``headmap`` command: ``serve`` the app, or print one ``attention`` response."""
+"""The ``headmap`` command: ``serve`` the app, print one ``attention`` response, or ``render`` an HTML report."""
 
 from __future__ import annotations
 
@@ -47,6 +47,29 @@ def _attention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    from app.errors import APIError
+    from app.registry import ModelRegistry
+    from app.report import render_report
+    from app.schemas import AttentionRequest
+
+    registry = ModelRegistry(Settings(warmup=False))
+    registry.load_all()
+    try:
+        req = AttentionRequest(text=args.text, model=args.model, text_pair=args.pair, truncate=args.truncate)
+        html = render_report(registry, req)
+    except APIError as exc:
+        print(f"headmap: {exc.error}: {exc.detail}", file=sys.stderr)
+        return 2
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(html)
+    except OSError as exc:
+        print(f"headmap: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headmap", description="Transformer attention, per layer and head.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--truncate", action="store_true", help="cut to the model's max_tokens instead of failing")
     att.add_argument("--encoding", choices=["json", "compact"], default="json")
     att.set_defaults(func=_attention)
+
+    ren = sub.add_parser("render", help="write a self-contained HTML report (head view, model grid, statistics)")
+    ren.add_argument("text")
+    ren.add_argument("-o", "--output", required=True, help="HTML file to write")
+    ren.add_argument("--model", default=None, help="model name (default: minilm)")
+    ren.add_argument("--pair", default=None, help="optional second segment")
+    ren.add_argument("--truncate", action="store_true", help="cut to the model's max_tokens instead of failing")
+    ren.set_defaults(func=_render)
     return parser
 
 

@@ -17,7 +17,7 @@ from app.inference import Scheduler
 from app.middleware import install_middleware
 from app.paths import STATIC_DIR
 from app.registry import ModelRegistry
-from app.routes import api, health, pages
+from app.routes import api, health, insight, pages
 from app.runtime import configure_threads
 from app.settings import Settings, get_settings
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GzipMiddleware, level=settings.gzip_level, maximum=settings.gzip_max_bytes)
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(insight.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

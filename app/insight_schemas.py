@@ -1,0 +1,318 @@
+"""Pydantic schemas of the insight API: head statistics, aggregates, compare and the explainer.
+
+Kept apart from ``app.schemas`` (the attention API) so the two families can change independently;
+the request bodies reuse ``AttentionRequest`` so every field means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas import EXAMPLE_TEXT, AttentionRequest
+
+Matrix = list[list[float]]
+Kind = Literal["encoder", "decoder", "custom"]
+
+ROLLOUT_FORMULA = (
+    "Attention rollout (Abnar & Zuidema 2020): per layer `Â_l = 0.5·mean_h(A_l) + 0.5·I`, each row divided "
+    "by its sum, and `rollout_l = Â_l · Â_{l−1} ··· Â_0`. The mean is over the requested `heads`; the product "
+    "always runs over every layer from 0 up to `l`, whichever `layers` are returned. Row q of `rollout_l` is how "
+    "much of token q's representation after layer l traces back to each input token, counting the residual "
+    "connection as half of each layer; rows sum to 1."
+)
+
+
+class InsightRequest(AttentionRequest):
+    """The `/api/attention` request body; only the `json` encoding is offered here."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"text": EXAMPLE_TEXT, "model": "minilm"}]}
+    )
+
+    # Narrowed from the parent's Literal["json", "compact"]: these responses are small or derived
+    # matrices, so a quantised variant would only add a second code path.
+    encoding: Literal["json"] = Field(
+        "json", description="Always `json` here: numbers are floats rounded to 4 decimals."
+    )
+
+
+class TokenInfo(BaseModel):
+    """The tokenized input, as in `/api/attention`."""
+
+    model: str = Field(description="Model that produced the weights.", examples=["minilm"])
+    kind: Kind = Field(description="Model family.", examples=["encoder"])
+    tokens: list[str] = Field(description="The tokenizer's own token strings, e.g. `[CLS]`, `##ing`.")
+    special: list[bool] = Field(description="True for special tokens such as `[CLS]` and `[SEP]`.")
+    segments: list[int] = Field(description="Segment of each token: 0 for `text`, 1 for `text_pair`.")
+    truncated: bool = Field(description="True if the input was cut to `max_tokens`.")
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+class HeadStatistics(BaseModel):
+    """One `[layer][head]` matrix per statistic, indexed like the response's `layers` and `heads`.
+
+    w is one head's T×T weight matrix, q a query row, k a key column. "Averaged over query rows" is
+    an unweighted mean over every row (special tokens included) unless stated otherwise.
+    """
+
+    entropy: Matrix = Field(
+        description="Entropy of each query row, `−Σ_k w[q,k]·ln w[q,k]` in nats (0·ln 0 = 0), averaged over query "
+        "rows. 0 = each query attends to one token; ln T = uniform.",
+        examples=[[[0.62, 1.85]]],
+    )
+    distance: Matrix = Field(
+        description="Mean attention distance `Σ_k w[q,k]·|q − k|` in token positions, averaged over query rows.",
+        examples=[[[0.9, 3.4]]],
+    )
+    max_weight: Matrix = Field(
+        description="The largest single weight `max_{q,k} w[q,k]` in the head's matrix.", examples=[[[0.98, 0.51]]]
+    )
+    row_max: Matrix = Field(
+        description="`max_k w[q,k]` averaged over query rows: how peaked a typical row is "
+        "('confidence', Voita et al. 2019).",
+        examples=[[[0.81, 0.32]]],
+    )
+    to_cls: Matrix | None = Field(
+        description="Share of attention to [CLS]: `Σ_{k∈C} w[q,k]` averaged over query rows, where C = positions "
+        "in `cls_positions`. Null when the input has no [CLS] token (e.g. GPT-2).",
+        examples=[[[0.05, 0.4]]],
+    )
+    to_sep: Matrix | None = Field(
+        description="Share of attention to [SEP]: the same with the positions in `sep_positions` (one per "
+        "segment). Null when the input has no [SEP] token.",
+        examples=[[[0.3, 0.1]]],
+    )
+    to_self: Matrix = Field(
+        description="Share of attention to the query token itself, `w[q,q]`, averaged over query rows.",
+        examples=[[[0.1, 0.02]]],
+    )
+    to_previous: Matrix | None = Field(
+        description="Share of attention to the previous token, `w[q,q−1]`, averaged over the T−1 rows q = 1..T−1. "
+        "Null when T = 1.",
+        examples=[[[0.7, 0.05]]],
+    )
+    to_next: Matrix | None = Field(
+        description="Share of attention to the next token, `w[q,q+1]`, averaged over the T−1 rows q = 0..T−2. "
+        "Null when T = 1.",
+        examples=[[[0.05, 0.02]]],
+    )
+
+
+class StatsResponse(TokenInfo):
+    """Statistics of every requested layer × head."""
+
+    layers: list[int] = Field(description="Layer indices, in the order of each statistic's first axis.")
+    heads: list[int] = Field(description="Head indices, in the order of each statistic's second axis.")
+    cls_positions: list[int] = Field(
+        description="Positions counted as [CLS]: special tokens whose string is the tokenizer's `cls_token` "
+        "(`[CLS]`, `<s>`). Empty when there is none.",
+        examples=[[0]],
+    )
+    sep_positions: list[int] = Field(
+        description="Positions counted as [SEP]: special tokens whose string is the tokenizer's `sep_token` "
+        "(`[SEP]`, `</s>`). Empty when there is none.",
+        examples=[[11]],
+    )
+    stats: HeadStatistics = Field(description="Each statistic as a `[layer][head]` matrix, rounded to 4 decimals.")
+
+
+# -- aggregates ------------------------------------------------------------------------------------
+
+AggregateName = Literal["mean", "max", "rollout"]
+
+
+class AggregateRequest(InsightRequest):
+    """An attention request plus which aggregates over heads to return."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"text": EXAMPLE_TEXT, "model": "minilm", "methods": ["mean", "rollout"]}]},
+    )
+
+    methods: list[AggregateName] = Field(
+        default=["mean", "max", "rollout"],
+        min_length=1,
+        description="Aggregates to compute; the others come back null.",
+        examples=[["mean", "rollout"]],
+    )
+
+
+class AggregateResponse(TokenInfo):
+    """Per-layer T×T matrices that combine the heads."""
+
+    layers: list[int] = Field(description="Layer indices, in the order of each matrix's first axis.")
+    heads: list[int] = Field(description="The heads that were combined.")
+    mean: list[Matrix] | None = Field(
+        description="`mean[layer][query][key]` = mean over `heads` of the weights; rows sum to 1. Null unless asked."
+    )
+    max: list[Matrix] | None = Field(
+        description="`max[layer][query][key]` = maximum over `heads` of the weights; rows do not sum to 1. "
+        "Null unless asked."
+    )
+    rollout: list[Matrix] | None = Field(
+        description=f"`rollout[layer][query][key]`. {ROLLOUT_FORMULA} Null unless asked."
+    )
+
+
+# -- compare ---------------------------------------------------------------------------------------
+
+
+class CompareInput(BaseModel):
+    """One side of a comparison."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(description="Text for this side. Must contain a non-space character.", examples=[EXAMPLE_TEXT])
+    text_pair: str | None = Field(None, description="Optional second segment for this side.", examples=[None])
+    model: str | None = Field(None, description="Model for this side; default `minilm`.", examples=["minilm"])
+
+
+CompareView = Literal["heads", "mean", "max", "rollout"]
+
+
+class CompareRequest(BaseModel):
+    """Two inputs (two texts, or one text through two models that share a tokenizer) and what to compare."""
+
+    # strict like AttentionRequest: no silent coercion ("truncate": 0, "layers": ["1"]).
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "a": {"text": "The doctor said he was tired."},
+                    "b": {"text": "The doctor said she was tired."},
+                    "layers": [0],
+                },
+                {"a": {"text": EXAMPLE_TEXT, "model": "minilm"}, "b": {"text": EXAMPLE_TEXT, "model": "custom"}},
+            ]
+        },
+    )
+
+    a: CompareInput
+    b: CompareInput
+    layers: list[int] | None = Field(
+        None,
+        description="Layer indices (0-based), valid for both models; null = the layers both models have.",
+        examples=[[0]],
+    )
+    heads: list[int] | None = Field(
+        None,
+        description="Head indices (0-based), valid for both models; null = the heads both models have.",
+        examples=[None],
+    )
+    view: CompareView = Field(
+        "heads",
+        description="`heads`: each requested head. `mean`, `max`, `rollout`: one aggregate over the requested "
+        "heads per layer (see `/api/aggregate`), returned with a head axis of length 1.",
+        examples=["heads"],
+    )
+    truncate: bool = Field(False, description="Cut each input to its model's `max_tokens` instead of answering 413.")
+
+
+class CompareSide(TokenInfo):
+    """One side's tokens and weights."""
+
+    attention: list[list[Matrix]] = Field(
+        description="`attention[layer][head][query][key]`, rounded to 4 decimals. With an aggregate `view`, the head "
+        "axis has length 1 and holds the aggregate."
+    )
+
+
+class CompareResponse(BaseModel):
+    """Both sides and, when their tokens line up, the difference A − B."""
+
+    layers: list[int] = Field(description="Layer indices of the first axis of every matrix.")
+    heads: list[int] = Field(description="Head indices of the second axis (the heads combined, for an aggregate view).")
+    view: CompareView = Field(examples=["heads"])
+    aligned: bool = Field(
+        description="True when position i means the same slot on both sides, so A − B is meaningful: the same "
+        "number of tokens, special tokens and segments at the same positions, and, when the models differ, the "
+        "very same token strings. Two texts on one model may differ in some words (a minimal pair); those "
+        "positions are listed in `mismatched_positions`."
+    )
+    reason: str | None = Field(
+        description="Why the sides do not align, in plain words; null when aligned.",
+        examples=["A has 12 tokens and B has 14, so positions do not correspond."],
+    )
+    mismatched_positions: list[int] = Field(
+        description="Aligned positions whose token strings differ (a word swapped for another of the same length "
+        "in tokens). Empty when the token lists are identical or the sides are not aligned.",
+        examples=[[4]],
+    )
+    a: CompareSide
+    b: CompareSide
+    diff: list[list[Matrix]] | None = Field(
+        description="`diff[layer][head][query][key]` = A − B, from unrounded weights, rounded to 4 decimals; null when "
+        "not aligned."
+    )
+
+
+# -- explainer -------------------------------------------------------------------------------------
+
+
+class ExplainRequest(BaseModel):
+    """A text for the custom block, and which head to follow."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"text": "The cat sat.", "model": "custom", "head": 3}]},
+    )
+
+    text: str = Field(description="The text to explain. Must contain a non-space character.", examples=["The cat sat."])
+    text_pair: str | None = Field(None, description="Optional second segment.", examples=[None])
+    model: str = Field("custom", description="A model of kind `custom` (the textbook block).", examples=["custom"])
+    head: int = Field(0, description="Head to follow through steps 2–5 (0-based).", examples=[3])
+    truncate: bool = Field(False, description="Cut to the model's `max_tokens` instead of answering 413.")
+
+
+class ExplainMatrix(BaseModel):
+    """One labelled matrix of a step."""
+
+    name: str = Field(description="Symbol as in the textbook.", examples=["Q"])
+    label: str = Field(description="What the matrix is.", examples=["Queries of head 3"])
+    shape: list[int] = Field(description="Dimensions [rows, columns].", examples=[[6, 32]])
+    rows: Literal["tokens"] = Field("tokens", description="Rows are the input tokens, in order.")
+    columns: Literal["tokens", "features"] = Field(
+        description="`tokens` for T×T matrices (key tokens), `features` for embedding or head dimensions.",
+        examples=["features"],
+    )
+    values: Matrix = Field(description="The real numbers, rounded to 4 decimals.")
+
+
+class ExplainParameter(BaseModel):
+    """A learned weight used at a step (its shape, not its values)."""
+
+    name: str = Field(examples=["W_q"])
+    shape: list[int] = Field(examples=[[384, 32]])
+    description: str = Field(examples=["Columns 96..127 of the query projection: the part that feeds head 3."])
+
+
+class ExplainStep(BaseModel):
+    """One step of the forward pass."""
+
+    step: int = Field(description="1 to 7, in the textbook's order.", examples=[2])
+    key: Literal["embeddings", "qkv", "scores", "weights", "weighted_sum", "residual_norm", "output"] = Field(
+        description="Stable identifier of the step.", examples=["qkv"]
+    )
+    title: str = Field(examples=["Queries, keys and values"])
+    formula: str = Field(examples=["Q = X·W_q + b_q"])
+    explanation: str = Field(description="One sentence on what happens at this step.")
+    parameters: list[ExplainParameter] = Field(description="Learned weights this step uses.")
+    matrices: list[ExplainMatrix] = Field(description="The step's results, with real numbers.")
+
+
+class ExplainResponse(TokenInfo):
+    """The custom block's forward pass for one head, step by step, on the request's own tokens."""
+
+    head: int = Field(examples=[3])
+    num_heads: int = Field(examples=[12])
+    embed_size: int = Field(description="E, the width of each token vector.", examples=[384])
+    head_size: int = Field(description="d_k = E / num_heads, the width of one head's Q, K and V.", examples=[32])
+    steps: list[ExplainStep] = Field(description="The seven steps, in order.")

@@ -1,0 +1,153 @@
+"""The insight API: head statistics, aggregates over heads, compare A − B, and the step-by-step explainer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from app import insight_service, service
+from app.deps import RegistryDep, SchedulerDep
+from app.encoding import dumps
+from app.errors import APIError, error_responses
+from app.inference import Scheduler
+from app.insight_schemas import (
+    AggregateRequest,
+    AggregateResponse,
+    CompareRequest,
+    CompareResponse,
+    ExplainRequest,
+    ExplainResponse,
+    InsightRequest,
+    StatsResponse,
+)
+from app.registry import ModelRegistry
+from app.schemas import AttentionRequest
+from app.service import AttentionResult
+
+router = APIRouter(prefix="/api", tags=["insight"])
+
+
+def _json(payload: dict[str, Any], start: float) -> Response:
+    # Bytes straight from orjson, as /api/attention does: FastAPI's encoder is slow on big matrices.
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    return Response(
+        dumps(payload), media_type="application/json", headers={"Server-Timing": f"app;dur={elapsed_ms:.1f}"}
+    )
+
+
+@router.post(
+    "/stats",
+    response_model=StatsResponse,
+    responses=error_responses(400, 404, 413, 422, 503, 504),
+    summary="Statistics of every layer × head: entropy, distance, max weight, shares to [CLS]/[SEP]/self/neighbours",
+)
+async def stats(req: InsightRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
+    """Each statistic as a `[layer][head]` matrix; the definitions are in the response schema."""
+    start = time.perf_counter()
+    result = await service.compute(registry, scheduler, req)
+    return _json(await run_in_threadpool(insight_service.stats_payload, result), start)
+
+
+@router.post(
+    "/aggregate",
+    response_model=AggregateResponse,
+    responses=error_responses(400, 404, 413, 422, 503, 504),
+    summary="Mean and max over heads, and attention rollout, per layer",
+)
+async def aggregate(req: AggregateRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
+    """T×T matrices per layer combining the requested `heads`; rollout's formula is in the response schema."""
+    start = time.perf_counter()
+    result = await service.compute(registry, scheduler, req)
+    return _json(await run_in_threadpool(insight_service.aggregate_payload, result, req.methods), start)
+
+
+@contextmanager
+def _side(name: str) -> Iterator[None]:
+    """Errors raised inside name the side they are about ("b: layer 3 is out of range ...")."""
+    try:
+        yield
+    except APIError as exc:
+        raise APIError(exc.status, exc.error, f"{name}: {exc.detail}", exc.headers) from None
+
+
+async def _compute_side(
+    name: str, registry: ModelRegistry, scheduler: Scheduler, req: AttentionRequest
+) -> AttentionResult:
+    with _side(name):
+        return await service.compute(registry, scheduler, req)
+
+
+@router.post(
+    "/compare",
+    response_model=CompareResponse,
+    responses=error_responses(400, 404, 413, 422, 503, 504),
+    summary="Attention of two inputs side by side, and A − B when their tokens line up",
+)
+async def compare(req: CompareRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
+    """Two texts, or one text through two models sharing a tokenizer. Tokens that do not line up give 200 with
+    `aligned: false`, a plain `reason` and `diff: null` (both sides are still returned, to show side by side)."""
+    start = time.perf_counter()
+    with _side("a"):
+        engine_a = registry.get(req.a.model)
+    with _side("b"):
+        engine_b = registry.get(req.b.model)
+    # By default only what both models have, so the two sides have the same shape.
+    layers = req.layers if req.layers is not None else list(range(min(engine_a.num_layers, engine_b.num_layers)))
+    heads = req.heads if req.heads is not None else list(range(min(engine_a.num_heads, engine_b.num_heads)))
+    sides = [
+        AttentionRequest(
+            text=side.text,
+            text_pair=side.text_pair,
+            model=side.model,
+            layers=layers,
+            heads=heads,
+            truncate=req.truncate,
+            encoding="json",
+        )
+        for side in (req.a, req.b)
+    ]
+    # Both sides go through the batcher together: on one model they can share a forward pass.
+    results = await asyncio.gather(
+        _compute_side("a", registry, scheduler, sides[0]),
+        _compute_side("b", registry, scheduler, sides[1]),
+        return_exceptions=True,  # wait for both, so a failing side leaves no orphaned task behind
+    )
+    result_a, result_b = results
+    if isinstance(result_a, BaseException):
+        raise result_a
+    if isinstance(result_b, BaseException):
+        raise result_b
+    return _json(await run_in_threadpool(insight_service.compare_payload, result_a, result_b, req.view), start)
+
+
+@router.post(
+    "/explain",
+    response_model=ExplainResponse,
+    responses=error_responses(400, 404, 413, 422, 503, 504),
+    summary="The custom block's forward pass step by step for one head, with real numbers",
+)
+async def explain(req: ExplainRequest, registry: RegistryDep) -> Response:
+    """Embeddings, Q/K/V, scores, softmax weights, weighted sum, residual + LayerNorm, Linear output (kind custom)."""
+    start = time.perf_counter()
+    one = AttentionRequest(
+        text=req.text,
+        text_pair=req.text_pair,
+        model=req.model,
+        layers=None,
+        heads=[req.head],
+        truncate=req.truncate,
+        encoding="json",
+    )
+    engine, _, _ = service.prepare(registry, one)  # empty text, unknown model, head out of range
+    insight_service.require_custom(engine)  # before tokenizing
+    enc = await run_in_threadpool(service.encode, engine, one)
+    # One layer on one unpadded input: milliseconds, so it runs beside the batcher rather than through it.
+    payload = await run_in_threadpool(insight_service.explain_payload, engine, enc, req.head)
+    return _json(payload, start)

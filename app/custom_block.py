@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,7 +84,7 @@ class SelfAttention(nn.Module):
         return BlockTrace(x, q, k, v, scores, weights, context, residual, normed, self.linear(normed))
 
 
-def init_from_bert_layer(block: SelfAttention, bert_attention: nn.Module) -> None:
+def init_from_bert_layer(block: SelfAttention, bert_attention: Any) -> None:
     """Copy Q/K/V/output projections (and the output LayerNorm) of a BERT ``BertAttention`` into ``block``."""
     self_attn, out = bert_attention.self, bert_attention.output
     with torch.no_grad():

@@ -165,11 +165,13 @@ class CustomEngine(Engine):
     def embed(self, ids: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, E): token + position + segment embeddings, LayerNorm (as BERT's layer 0 sees)."""
         assert self.embeddings is not None
-        return self.embeddings(input_ids=ids, token_type_ids=types)
+        x: torch.Tensor = self.embeddings(input_ids=ids, token_type_ids=types)
+        return x
 
     def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         assert self.block is not None
         x = self.embed(ids, types)  # (B, T, E)
+        weights: torch.Tensor
         _, weights = self.block(x, key_padding_mask=mask == 0)  # (B, nh, T, T)
         return weights.unsqueeze(0)  # (1, B, nh, T, T)
 

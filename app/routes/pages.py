@@ -8,29 +8,51 @@ import fastapi_offline
 import plotly
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app import __version__
-from app.paths import TEMPLATES_DIR
+from app.paths import STATIC_DIR, TEMPLATES_DIR
+from app.schemas import EXAMPLE_TEXT
+from app.static_files import IMMUTABLE, REVALIDATE, CachedStaticFiles, asset_version, file_response
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 SWAGGER_DIR = Path(fastapi_offline.__file__).parent / "static"
+PLOTLY_VERSION = plotly.__version__
 _CACHE = {"Cache-Control": "public, max-age=86400"}
+_ASSETS = CachedStaticFiles(directory=STATIC_DIR)
 
 
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request) -> HTMLResponse:
     """The interactive heatmap page."""
-    return templates.TemplateResponse(request, "index.html", {"version": __version__})
+    context = {
+        "version": __version__,
+        "root": request.scope.get("root_path", "").rstrip("/"),
+        "assets": asset_version(STATIC_DIR),
+        "plotly_version": PLOTLY_VERSION,
+        "example_text": EXAMPLE_TEXT,
+    }
+    # The page itself is tiny and names the current asset digest: always revalidate it.
+    return templates.TemplateResponse(request, "index.html", context, headers={"Cache-Control": REVALIDATE})
+
+
+@router.get("/assets/{version}/{path:path}")
+async def asset(version: str, path: str, request: Request) -> Response:
+    """A file of ``static/`` under a digest of the tree: immutable while the digest is current."""
+    response = await _ASSETS.get_response(path, request.scope)
+    response.headers["Cache-Control"] = IMMUTABLE if version == asset_version(STATIC_DIR) else REVALIDATE
+    return response
 
 
 @router.get("/vendor/plotly.min.js")
-async def plotly_js() -> FileResponse:
-    return FileResponse(PLOTLY_JS, media_type="text/javascript", headers=_CACHE)
+async def plotly_js(request: Request) -> Response:
+    """plotly.js from the installed plotly package; immutable when asked for with its version (``?v=``)."""
+    cache = IMMUTABLE if request.query_params.get("v") == PLOTLY_VERSION else _CACHE["Cache-Control"]
+    return await file_response(PLOTLY_JS, "text/javascript", request.scope, cache)
 
 
 @router.get("/vendor/swagger/{name}")

@@ -1,0 +1,70 @@
+// Client of the Headmap JSON API. Every error becomes an ApiError carrying the API's
+// {"error", "detail"} (or a readable stand-in when the server or network gave none).
+
+export class ApiError extends Error {
+  /** @param {number} status HTTP status (0 for network failures) @param {string} code @param {string} detail */
+  constructor(status, code, detail) {
+    super(detail);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+let root = "";
+
+/** Prefix for every URL (the app may be served below a path, e.g. behind a proxy). */
+export function setRoot(prefix) {
+  root = prefix || "";
+}
+
+async function errorFrom(response) {
+  const text = await response.text().catch(() => "");
+  try {
+    const body = JSON.parse(text);
+    if (body && typeof body.error === "string") {
+      return new ApiError(response.status, body.error, String(body.detail ?? ""));
+    }
+  } catch {
+    // not JSON: fall through
+  }
+  const detail = text.trim().slice(0, 300) || response.statusText || "The server gave no explanation.";
+  return new ApiError(response.status, `http_${response.status}`, detail);
+}
+
+async function request(path, options) {
+  let response;
+  try {
+    response = await fetch(root + path, { credentials: "same-origin", ...options });
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError(0, "network_error", "Could not reach the Headmap server. Is it still running?");
+  }
+  if (!response.ok) throw await errorFrom(response);
+  return response;
+}
+
+/** GET /api/models -> {default, models: [{name, kind, num_layers, num_heads, max_tokens, description, supports_pair}]} */
+export async function getModels(signal) {
+  const response = await request("/api/models", { signal });
+  return response.json();
+}
+
+/**
+ * POST /api/attention with the compact encoding.
+ * @returns {Promise<{data: object, serverMs: number|null, bytes: number}>}
+ */
+export async function getAttention({ text, pair, model, truncate }, signal) {
+  const body = { text, model, encoding: "compact", truncate: Boolean(truncate) };
+  if (pair) body.text_pair = pair;
+  const response = await request("/api/attention", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body),
+    signal,
+  });
+  const text_ = await response.text();
+  const timing = /app;dur=([\d.]+)/.exec(response.headers.get("Server-Timing") || "");
+  return { data: JSON.parse(text_), serverMs: timing ? Number(timing[1]) : null, bytes: text_.length };
+}

@@ -1,0 +1,181 @@
+// The page's form controls: reading and writing them, busy/error/status display.
+// No application logic here; main.js decides what a change means.
+
+import { SCALES } from "./colors.js";
+
+const $ = (id) => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`Page element #${id} is missing`);
+  return el;
+};
+
+export class Controls {
+  constructor() {
+    this.form = $("run-form");
+    this.text = $("text");
+    this.pair = $("pair");
+    this.pairBox = $("pair-box");
+    this.model = $("model");
+    this.modelInfo = $("model-info");
+    this.truncate = $("truncate");
+    this.runButton = $("run");
+    this.stale = $("stale");
+    this.progress = $("progress");
+    this.progressText = $("progress-text");
+    this.error = $("error");
+    this.errorTitle = $("error-title");
+    this.errorDetail = $("error-detail");
+    this.status = $("status");
+    this.hide = $("hide-special");
+    this.merge = $("merge-words");
+    this.scale = $("colorscale");
+    this.range = $("range");
+    this.aggregate = $("aggregate");
+    this.layer = $("layer");
+    this.layerOut = $("layer-out");
+    this.head = $("head");
+    this.headOut = $("head-out");
+    this.headSlider = $("head-slider");
+    this.selectors = $("selectors");
+    this.tabs = { head: $("tab-head"), model: $("tab-model") };
+    this.panels = { head: $("head-view"), model: $("model-view") };
+    this.empty = $("empty");
+    this.exports = ["export-png", "export-csv", "export-json", "share"].map($);
+    this.models = [];
+    this.timer = 0;
+    for (const s of SCALES) this.scale.append(new Option(s.name, s.id));
+  }
+
+  /** What the next run sends. */
+  request() {
+    const pairOpen = this.pairBox.open && !this.pairBox.hidden;
+    return {
+      text: this.text.value,
+      pair: pairOpen && this.pair.value.trim() ? this.pair.value : "",
+      model: this.model.value,
+      truncate: this.truncate.checked,
+    };
+  }
+
+  /** Display options and selectors, as in the URL state. */
+  options() {
+    return {
+      agg: this.aggregate.value,
+      layer: Number(this.layer.value),
+      head: Number(this.head.value),
+      hide: this.hide.checked,
+      merge: this.merge.checked,
+      scale: this.scale.value,
+      range: this.range.value,
+    };
+  }
+
+  /** Set every control from a state (fields that are null are left alone). */
+  apply(state) {
+    if (state.text != null) this.text.value = state.text;
+    if (state.pair != null) {
+      this.pair.value = state.pair;
+      if (state.pair) this.pairBox.open = true;
+    }
+    if (state.model && this.models.some((m) => m.name === state.model)) this.model.value = state.model;
+    this.aggregate.value = state.agg;
+    this.hide.checked = state.hide;
+    this.merge.checked = state.merge;
+    this.scale.value = state.scale;
+    this.range.value = state.range;
+    this.setLayerHead(state.layer, state.head);
+    this.showView(state.view);
+    this.syncModelInfo();
+  }
+
+  setModels(list, preferred) {
+    this.models = list.models;
+    this.model.replaceChildren(...list.models.map((m) => new Option(`${m.name} (${m.kind}, ${m.num_layers}×${m.num_heads})`, m.name)));
+    const pick = list.models.find((m) => m.name === preferred) || list.models.find((m) => m.name === list.default) || list.models[0];
+    if (pick) this.model.value = pick.name;
+    this.model.disabled = list.models.length === 0;
+    this.syncModelInfo();
+  }
+
+  modelInfoFor(name) {
+    return this.models.find((m) => m.name === name) || null;
+  }
+
+  syncModelInfo() {
+    const info = this.modelInfoFor(this.model.value);
+    this.modelInfo.textContent = info ? `${info.description} · up to ${info.max_tokens} tokens` : "";
+    this.pairBox.hidden = Boolean(info && !info.supports_pair);
+  }
+
+  /** Slider ranges for a response with `layers` x `heads`. */
+  setShape(layers, heads) {
+    this.layer.max = String(Math.max(0, layers - 1));
+    this.head.max = String(Math.max(0, heads - 1));
+    this.layer.disabled = layers <= 1;
+    this.head.disabled = heads <= 1;
+  }
+
+  setLayerHead(layer, head) {
+    this.layer.value = String(layer);
+    this.head.value = String(head);
+    this.layerOut.value = this.layer.value;
+    this.headOut.value = this.head.value;
+  }
+
+  syncAggregate() {
+    const single = this.aggregate.value === "head";
+    this.headSlider.classList.toggle("inactive", !single);
+  }
+
+  showView(view) {
+    for (const [name, tab] of Object.entries(this.tabs)) {
+      const active = name === view;
+      tab.setAttribute("aria-selected", String(active));
+      tab.tabIndex = active ? 0 : -1;
+      this.panels[name].hidden = !active;
+    }
+    this.selectors.classList.toggle("inactive", view !== "head");
+  }
+
+  setLoaded(loaded) {
+    this.empty.hidden = loaded;
+    for (const b of this.exports) b.disabled = !loaded;
+  }
+
+  setStale(stale) {
+    this.stale.hidden = !stale;
+  }
+
+  busy(message) {
+    clearInterval(this.timer);
+    const t0 = performance.now();
+    const tick = () => (this.progressText.textContent = `${message} ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    tick();
+    this.timer = setInterval(tick, 100);
+    this.progress.hidden = false;
+    this.form.setAttribute("aria-busy", "true");
+    this.runButton.classList.add("running");
+  }
+
+  idle() {
+    clearInterval(this.timer);
+    this.progress.hidden = true;
+    this.form.removeAttribute("aria-busy");
+    this.runButton.classList.remove("running");
+  }
+
+  /** Show an error readably: a title from the API's code, its detail as given (text, never HTML). */
+  showError(title, detail) {
+    this.errorTitle.textContent = title;
+    this.errorDetail.textContent = detail;
+    this.error.hidden = false;
+  }
+
+  clearError() {
+    this.error.hidden = true;
+  }
+
+  setStatus(text) {
+    this.status.textContent = text;
+  }
+}

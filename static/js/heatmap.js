@@ -1,0 +1,192 @@
+// The head view: one Plotly heatmap, query tokens down the y axis (reading order), keys along x.
+// Axes are numeric positions with tick text, so repeated tokens keep their own rows and columns.
+
+import { plotlyScale } from "./colors.js";
+import { escapePlotly } from "./tokens.js";
+
+const MARGIN = { l: 118, r: 24, t: 56, b: 118 }; // l and b are recomputed from the labels
+const COLORBAR_PX = 80;
+const LABEL_PX = 14; // vertical pixels one tick label needs
+const MAX_LABEL_CHARS = 18;
+const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC", sans-serif';
+const COLOR_UNKNOWN = "#c2410c";
+const COLOR_SPECIAL = "#94a3b8";
+
+function short(label) {
+  const chars = Array.from(label); // code points, so emoji are not cut in half
+  return chars.length > MAX_LABEL_CHARS ? `${chars.slice(0, MAX_LABEL_CHARS - 1).join("")}…` : label;
+}
+
+/** Tick text for Plotly: escaped, shortened, special tokens grey and unknown ones orange. */
+export function tickText(group) {
+  const text = escapePlotly(short(group.label));
+  if (group.unknown) return `<span style="color:${COLOR_UNKNOWN}">${text}</span>`;
+  if (group.special) return `<span style="color:${COLOR_SPECIAL}">${text}</span>`;
+  return text;
+}
+
+/** Every `step`-th position in [lo, hi] so that labels fit in `px` pixels. */
+export function tickPositions(lo, hi, px) {
+  const first = Math.max(0, Math.ceil(lo));
+  const last = Math.floor(hi);
+  const count = last - first + 1;
+  if (count <= 0) return [];
+  const fit = Math.max(2, Math.floor(px / LABEL_PX));
+  const step = Math.max(1, Math.ceil(count / fit));
+  const out = [];
+  for (let i = Math.ceil(first / step) * step; i <= last; i += step) out.push(i);
+  return out;
+}
+
+export class HeadView {
+  /**
+   * @param {HTMLElement} el container (sized by CSS)
+   * @param {import("./tooltip.js").Tooltip} tooltip
+   */
+  constructor(el, tooltip) {
+    this.el = el;
+    this.tooltip = tooltip;
+    this.view = null;
+    this.ticks = { xaxis: null, yaxis: null };
+    this.bound = false;
+    this.margin = { ...MARGIN };
+  }
+
+  /** Room for the longest label: left for the y labels, bottom for the x labels (rotated 60°). */
+  fitMargins(groups, fontPx) {
+    let chars = 1;
+    for (const g of groups) chars = Math.max(chars, Math.min(MAX_LABEL_CHARS, Array.from(g.label).length));
+    const text = chars * fontPx * 0.62;
+    this.margin = { ...MARGIN, l: Math.round(Math.min(190, 44 + text)), b: Math.round(Math.min(190, 52 + text * 0.87)) };
+  }
+
+  /** Side of the square plot area, and the figure size around it, from the container's size. */
+  size() {
+    const m = this.margin;
+    const w = this.el.clientWidth - m.l - m.r - COLORBAR_PX;
+    const h = this.el.clientHeight - m.t - m.b;
+    const side = Math.max(120, Math.floor(Math.min(w, h)));
+    return { side, width: side + m.l + m.r + COLORBAR_PX, height: side + m.t + m.b };
+  }
+
+  /**
+   * Draw (or update in place) the heatmap.
+   * @param {{matrix: Float32Array, n: number, groups: object[], title: string, scale: string, zmax: number,
+   *          boundaries: number[]}} view
+   */
+  async draw(view) {
+    this.view = view;
+    const { n, matrix } = view;
+    const z = new Array(n);
+    for (let i = 0; i < n; i++) z[i] = Array.from(matrix.subarray(i * n, (i + 1) * n));
+    const fontPx = n > 60 ? 10 : 12;
+    this.fitMargins(view.groups, fontPx);
+    const { side, width, height } = this.size();
+    const ticks = tickPositions(0, n - 1, side);
+    const ticktext = ticks.map((i) => tickText(view.groups[i]));
+    this.ticks = { xaxis: ticks.join(","), yaxis: ticks.join(",") };
+    const axis = {
+      tickmode: "array",
+      tickvals: ticks,
+      ticktext,
+      showgrid: false,
+      zeroline: false,
+      ticks: "outside", // invisible 4 px ticks: a gap between labels and cells
+      ticklen: 4,
+      tickcolor: "rgba(0,0,0,0)",
+      tickfont: { size: fontPx },
+      automargin: false,
+    };
+    const shapes = view.boundaries.flatMap((b) => [
+      { type: "line", xref: "x", yref: "paper", x0: b - 0.5, x1: b - 0.5, y0: 0, y1: 1, line: { color: "#ef4444", width: 1.5 } },
+      { type: "line", yref: "y", xref: "paper", y0: b - 0.5, y1: b - 0.5, x0: 0, x1: 1, line: { color: "#ef4444", width: 1.5 } },
+    ]);
+    const trace = {
+      type: "heatmap",
+      z, // x and y default to 0..n-1; explicit arrays make Plotly 30% slower at 500 tokens
+      zmin: 0,
+      zmax: view.zmax,
+      colorscale: plotlyScale(view.scale),
+      hoverinfo: "none",
+      xgap: 0,
+      ygap: 0,
+      colorbar: { title: { text: "weight", side: "right" }, thickness: 12, outlinewidth: 0, len: 0.9, tickformat: ".2f" },
+    };
+    const layout = {
+      title: { text: escapePlotly(view.title), x: 0.01, xanchor: "left", font: { size: 15, color: "#0f172a" } },
+      font: { family: FONT, color: "#334155" },
+      margin: this.margin,
+      width,
+      height,
+      paper_bgcolor: "#ffffff",
+      plot_bgcolor: "#ffffff",
+      xaxis: { ...axis, title: { text: "key (attended to)", standoff: 8 }, tickangle: n > 12 ? -60 : -30 },
+      yaxis: { ...axis, title: { text: "query (attending)", standoff: 8 }, autorange: "reversed" },
+      shapes,
+      dragmode: "zoom",
+      uirevision: view.revision, // keep the zoom while switching layer or head on the same tokens
+    };
+    const config = {
+      displaylogo: false,
+      modeBarButtonsToRemove: ["select2d", "lasso2d", "toImage", "autoScale2d"],
+    };
+    await window.Plotly.react(this.el, [trace], layout, config);
+    this.bind();
+    this.rethin();
+  }
+
+  bind() {
+    if (this.bound) return;
+    this.bound = true;
+    const gd = this.el;
+    gd.on("plotly_hover", (ev) => {
+      const p = ev.points && ev.points[0];
+      if (!p || !this.view) return;
+      const q = this.view.groups[p.y];
+      const k = this.view.groups[p.x];
+      if (!q || !k) return;
+      this.tooltip.show(
+        [`${q.label} → ${k.label}: ${Number(p.z).toFixed(3)}`, `query ${p.y} · key ${p.x}`],
+        ev.event.clientX,
+        ev.event.clientY,
+      );
+    });
+    gd.on("plotly_unhover", () => this.tooltip.hide());
+    gd.on("plotly_relayout", (ev) => {
+      if (Object.keys(ev).some((key) => key.includes("range") || key.includes("autorange"))) this.rethin();
+    });
+    let last = "";
+    new ResizeObserver(() => {
+      const { width, height } = this.size();
+      const key = `${width}x${height}`;
+      if (!this.view || key === last || !this.el._fullLayout) return;
+      last = key;
+      window.Plotly.relayout(this.el, { width, height }).then(() => this.rethin());
+    }).observe(this.el);
+  }
+
+  /** Fit the labels to the visible range: thin when zoomed out, every token when zoomed in. */
+  rethin() {
+    const full = this.el._fullLayout;
+    if (!full || !this.view) return;
+    const update = {};
+    for (const name of ["xaxis", "yaxis"]) {
+      const ax = full[name];
+      const [a, b] = ax.range;
+      const lo = Math.min(a, b);
+      const hi = Math.max(a, b);
+      const vals = tickPositions(lo, hi, ax._length);
+      const key = vals.join(",");
+      if (this.ticks[name] === key) continue;
+      this.ticks[name] = key;
+      update[`${name}.tickvals`] = vals;
+      update[`${name}.ticktext`] = vals.map((i) => tickText(this.view.groups[i]));
+    }
+    if (Object.keys(update).length) window.Plotly.relayout(this.el, update);
+  }
+
+  /** Download the plot as PNG (Plotly renders it from the SVG; no request leaves the page). */
+  downloadPng(filename) {
+    return window.Plotly.downloadImage(this.el, { format: "png", filename, scale: 2 });
+  }
+}

@@ -1,0 +1,98 @@
+// Token labels and the two display options that reshape the matrix: hiding special tokens
+// (with row renormalisation) and merging sub-word pieces into words.
+
+const UNK_LABEL = "⟨UNK⟩";
+
+/** The label of one token: its own string, except that the unknown token is marked. */
+export function tokenLabel(token, unknown) {
+  return unknown ? UNK_LABEL : token;
+}
+
+/**
+ * Escape text for Plotly, which renders a subset of HTML (<b>, <a href>, <br>, entities) in tick
+ * labels, titles and hover text. After this, Plotly shows the string literally.
+ */
+export function escapePlotly(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** True when the tokens look like WordPiece (BERT family): `##` continuations or [CLS]/[SEP]. */
+export function isWordPiece(tokens) {
+  return tokens.some((t) => t.length > 2 && t.startsWith("##")) || tokens.includes("[CLS]") || tokens.includes("[SEP]");
+}
+
+/** Whether token i continues the word of token i-1 (both non-special, same segment). */
+function continuesWord(resp, i, wordPiece) {
+  const tok = resp.tokens[i];
+  if (wordPiece) return tok.length > 2 && tok.startsWith("##");
+  const cur = resp.offsets[i];
+  const prev = resp.offsets[i - 1];
+  return Boolean(cur && prev) && cur[0] === prev[1] && cur[1] > cur[0] && !/^[\sĠ▁]/u.test(tok);
+}
+
+/**
+ * Rows/columns to show: groups of token indices, in order.
+ * @param {object} resp API response (tokens, offsets, special, unknown, segments)
+ * @param {{hideSpecial: boolean, mergeWords: boolean}} options
+ * @returns {Array<{members: number[], label: string, special: boolean, unknown: boolean, segment: number}>}
+ */
+export function groupTokens(resp, { hideSpecial, mergeWords }) {
+  const wordPiece = isWordPiece(resp.tokens);
+  const groups = [];
+  let last = -1; // token index that closed the previous group
+  for (let i = 0; i < resp.tokens.length; i++) {
+    const special = Boolean(resp.special[i]);
+    if (hideSpecial && special) {
+      last = -1;
+      continue;
+    }
+    const unknown = Boolean(resp.unknown?.[i]);
+    const segment = resp.segments?.[i] ?? 0;
+    const prev = groups[groups.length - 1];
+    if (
+      mergeWords && prev && !special && !prev.special && last === i - 1 &&
+      prev.segment === segment && continuesWord(resp, i, wordPiece)
+    ) {
+      prev.members.push(i);
+      const piece = tokenLabel(resp.tokens[i], unknown);
+      prev.label += wordPiece && !unknown ? piece.slice(2) : piece;
+      prev.unknown ||= unknown;
+    } else {
+      groups.push({ members: [i], label: tokenLabel(resp.tokens[i], unknown), special, unknown, segment });
+    }
+    last = i;
+  }
+  return groups;
+}
+
+/**
+ * The T x T matrix `a` reshaped to the groups (n x n, Float32Array).
+ * Key pieces are summed, query pieces averaged. With `renormalise`, each query row is first divided
+ * by its sum over the kept keys, so hidden columns do not leave rows short of 1.
+ */
+export function project(a, T, groups, renormalise) {
+  const n = groups.length;
+  if (n === T && !renormalise) return a; // nothing hidden or merged
+  const keyGroup = new Int32Array(T).fill(-1);
+  groups.forEach((g, gi) => g.members.forEach((t) => (keyGroup[t] = gi)));
+  const out = new Float32Array(n * n);
+  for (let gq = 0; gq < n; gq++) {
+    const members = groups[gq].members;
+    const row = gq * n;
+    for (const q of members) {
+      const base = q * T;
+      let factor = 1 / members.length;
+      if (renormalise) {
+        let sum = 0;
+        for (let k = 0; k < T; k++) if (keyGroup[k] >= 0) sum += a[base + k];
+        if (sum <= 0) continue;
+        factor /= sum;
+      }
+      for (let k = 0; k < T; k++) {
+        const g = keyGroup[k];
+        if (g >= 0) out[row + g] += a[base + k] * factor;
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,69 @@
+// The view, encoded in the URL fragment (never sent to the server, so shared text stays out of logs).
+// Example: #text=The+cat+sat&model=minilm&view=head&agg=mean&layer=2&head=5&hide=1&merge=1&scale=viridis&range=one
+
+import { isScale } from "./colors.js";
+
+export const DEFAULTS = Object.freeze({
+  text: null, // null: keep the text box as it is
+  pair: "",
+  model: null,
+  view: "head",
+  agg: "head",
+  layer: 0,
+  head: 0,
+  hide: false,
+  merge: false,
+  scale: "blues",
+  range: "max",
+});
+
+const VIEWS = ["head", "model"];
+const AGGS = ["head", "mean", "max", "rollout"];
+const RANGES = ["max", "one"];
+
+function int(value, fallback) {
+  const n = Number.parseInt(value ?? "", 10);
+  return Number.isFinite(n) && n >= 0 && n < 10000 ? n : fallback;
+}
+
+/** Parse a fragment (with or without '#') into a full, validated state. */
+export function parseState(hash) {
+  const p = new URLSearchParams(String(hash || "").replace(/^#/, ""));
+  const pick = (key, allowed) => (allowed.includes(p.get(key)) ? p.get(key) : DEFAULTS[key]);
+  return {
+    text: p.has("text") ? p.get("text") : null,
+    pair: p.get("pair") ?? "",
+    model: p.get("model") || null,
+    view: pick("view", VIEWS),
+    agg: pick("agg", AGGS),
+    layer: int(p.get("layer"), 0),
+    head: int(p.get("head"), 0),
+    hide: p.get("hide") === "1",
+    merge: p.get("merge") === "1",
+    scale: isScale(p.get("scale")) ? p.get("scale") : DEFAULTS.scale,
+    range: pick("range", RANGES),
+  };
+}
+
+/** The fragment for a state ('#' included). */
+export function formatState(s) {
+  const p = new URLSearchParams();
+  if (s.text != null) p.set("text", s.text);
+  if (s.pair) p.set("pair", s.pair);
+  if (s.model) p.set("model", s.model);
+  p.set("view", s.view);
+  p.set("agg", s.agg);
+  p.set("layer", String(s.layer));
+  p.set("head", String(s.head));
+  if (s.hide) p.set("hide", "1");
+  if (s.merge) p.set("merge", "1");
+  if (s.scale !== DEFAULTS.scale) p.set("scale", s.scale);
+  if (s.range !== DEFAULTS.range) p.set("range", s.range);
+  return `#${p.toString()}`;
+}
+
+/** Replace the current history entry's fragment (no new entry per slider step). */
+export function writeState(s) {
+  const hash = formatState(s);
+  if (location.hash !== hash) history.replaceState(null, "", hash);
+}

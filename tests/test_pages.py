@@ -1,0 +1,142 @@
+"""The page, its assets and plotly.js through TestClient: templates, caching, compression, safety."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.paths import STATIC_DIR
+from app.routes import pages
+from app.settings import Settings
+
+JS_DIR = STATIC_DIR / "js"
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[TestClient]:
+    """The app with no models loaded: pages and assets need none."""
+    with TestClient(create_app(Settings(builtin_models="", warmup=False))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def index_html(web: TestClient) -> str:
+    r = web.get("/")
+    assert r.status_code == 200
+    return r.text
+
+
+def asset_urls(html: str) -> list[str]:
+    return re.findall(r'(?:src|href)="(/assets/[^"]+)"', html)
+
+
+def test_index_is_a_page_without_inline_script_or_style(index_html: str) -> None:
+    assert index_html.startswith("<!doctype html>")
+    assert "<title>Headmap</title>" in index_html
+    # Every <script> has a src; no inline handlers or style attributes (CSP: script-src 'self').
+    for tag in re.findall(r"<script\b[^>]*>", index_html):
+        assert "src=" in tag, tag
+    assert all(not body.strip() for body in re.findall(r"<script\b[^>]*>(.*?)</script>", index_html, re.S))
+    assert not re.search(r"\son[a-z]+\s*=", index_html)
+    assert not re.search(r"\sstyle\s*=", index_html)
+    assert 'type="module"' in index_html
+    assert "/vendor/plotly.min.js?v=" in index_html
+
+
+def test_index_holds_the_controls_the_script_needs(index_html: str) -> None:
+    wanted = set(re.findall(r'\$\("([a-z-]+)"\)', (JS_DIR / "controls.js").read_text()))
+    wanted |= set(re.findall(r'getElementById\("([a-z-]+)"\)', (JS_DIR / "main.js").read_text()))
+    present = set(re.findall(r'\bid="([a-z-]+)"', index_html))
+    assert wanted - present == set()
+    assert "The cat sat on the mat" in index_html  # prefilled example text
+    assert "Abnar" in index_html and "0.5·I" in index_html  # rollout formula in the help
+
+
+def test_templates_autoescape() -> None:
+    html = pages.templates.get_template("index.html").render(
+        version="1", root="", assets="x", plotly_version="1", example_text="<script>alert(1)</script>&"
+    )
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;" in html
+
+
+def test_assets_are_versioned_cached_and_compressed(web: TestClient, index_html: str) -> None:
+    urls = asset_urls(index_html)
+    main = next(u for u in urls if u.endswith("/js/main.js"))
+    plain = web.get(main, headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200
+    assert plain.headers["content-type"].startswith("text/javascript")
+    assert plain.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert "content-encoding" not in plain.headers
+    assert plain.content == (JS_DIR / "main.js").read_bytes()
+
+    packed = web.get(main, headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["vary"] == "Accept-Encoding"
+    assert packed.content == plain.content  # httpx decodes gzip
+    assert int(packed.headers["content-length"]) < len(plain.content)
+
+    again = web.get(main, headers={"If-None-Match": plain.headers["etag"]})
+    assert again.status_code == 304
+    assert again.headers["cache-control"].endswith("immutable")
+
+    for url in urls:
+        assert web.get(url).status_code == 200, url
+
+
+def test_a_stale_digest_still_serves_but_revalidates(web: TestClient) -> None:
+    r = web.get("/assets/000000000000/css/headmap.css")
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "no-cache"
+
+
+@pytest.mark.parametrize(
+    "path", ["/assets/x/../app/main.py", "/assets/x/%2e%2e/pyproject.toml", "/assets/x/js/nope.js", "/assets/x/"]
+)
+def test_assets_outside_static_are_404(web: TestClient, path: str) -> None:
+    r = web.get(path)
+    assert r.status_code == 404
+    assert r.json()["error"] == "not_found"
+
+
+def test_every_module_import_resolves() -> None:
+    modules = sorted(JS_DIR.glob("*.js"))
+    assert len(modules) >= 8
+    for module in modules:
+        source = module.read_text(encoding="utf-8")
+        for target in re.findall(r'from\s+"(\.[^"]+)"', source) + re.findall(r'new URL\("(\.[^"]+)"', source):
+            assert (module.parent / target).resolve().is_file(), f"{module.name} imports missing {target}"
+        # Plain ES modules, no build step, no outside URL.
+        assert "http://" not in source and "https://" not in source, module.name
+
+
+def test_plotly_is_served_locally_compressed_and_cached(web: TestClient, index_html: str) -> None:
+    url = re.search(r'src="(/vendor/plotly\.min\.js\?v=[^"]+)"', index_html)
+    assert url
+    r = web.get(url.group(1), headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers["content-encoding"] == "gzip"
+    assert r.headers["cache-control"].endswith("immutable")
+    assert len(r.content) == pages.PLOTLY_JS.stat().st_size
+    assert int(r.headers["content-length"]) < len(r.content) // 2
+    unversioned = web.get("/vendor/plotly.min.js", headers={"If-None-Match": r.headers["etag"]})
+    assert unversioned.status_code == 304
+    assert unversioned.headers["cache-control"] == "public, max-age=86400"
+
+
+def test_page_is_revalidated_and_carries_the_csp(web: TestClient) -> None:
+    r = web.get("/")
+    assert r.headers["cache-control"] == "no-cache"
+    assert "script-src 'self'" in r.headers.get("content-security-policy", "")
+
+
+def test_static_tree_is_packaged_with_the_app() -> None:
+    # The wheel force-includes static/ and templates/ (pyproject); the page needs these files.
+    for name in ["js/main.js", "css/headmap.css", "img/favicon.svg"]:
+        assert (STATIC_DIR / name).is_file(), name
+    assert Path(pages.TEMPLATES_DIR, "base.html").is_file()

@@ -11,7 +11,7 @@ default limits, or those given by ``--max-queue``/``--max-concurrency``, and sto
 Each of N clients sends one request at a time, cycling through a fixed mix of texts, models and
 encodings (``MIX``), until the row's duration or request budget is spent; nothing is unbounded. A
 client that gets 503 waits its ``Retry-After`` (as a well-behaved client does) unless
-``--no-backoff``. Alongside, a probe fetches ``/healthz`` every 100 ms, so the table also shows
+``--no-backoff``. Alongside, a probe process fetches ``/healthz`` every 100 ms, so the table also shows
 whether the event loop stays responsive. Output: a markdown table on stdout.
 """
 
@@ -79,7 +79,6 @@ async def run_row(url: str, clients: int, duration: float | None, budget: int | 
     row = Row(clients)
     deadline = time.monotonic() + duration if duration else float("inf")
     remaining = budget
-    stop = asyncio.Event()
 
     def take() -> bool:
         """One more request, while time and budget last."""
@@ -108,27 +107,20 @@ async def run_row(url: str, clients: int, duration: float | None, budget: int | 
             elif r.status_code == 503 and backoff:
                 await asyncio.sleep(min(5.0, float(r.headers.get("retry-after", "1"))))
 
-    async def probe(http: httpx.AsyncClient) -> None:
-        while not stop.is_set():
-            start = time.perf_counter()
-            try:
-                await http.get("/healthz")
-                row.health.append(time.perf_counter() - start)
-            except httpx.HTTPError:
-                row.health.append(float("inf"))
-            await asyncio.sleep(0.1)
-
+    # The /healthz probe runs in its own process: in this event loop it would also time this
+    # client's own scheduling delays under hundreds of connections, not only the server's.
+    probe = subprocess.Popen(
+        [sys.executable, __file__, "--probe", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with (
-        httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http,
-        httpx.AsyncClient(base_url=url, timeout=30) as health,
-    ):
-        prober = asyncio.create_task(probe(health))
-        start = time.monotonic()
-        await asyncio.gather(*(client(http, i) for i in range(clients)))
-        row.seconds = time.monotonic() - start
-        stop.set()
-        await prober
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+            start = time.monotonic()
+            await asyncio.gather(*(client(http, i) for i in range(clients)))
+            row.seconds = time.monotonic() - start
+    finally:
+        out, _ = probe.communicate("", timeout=60)  # closing its stdin stops it
+    row.health = [float(x) for x in out.split()]
     return row
 
 
@@ -210,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=None, help="HEADMAP_MAX_QUEUE for the server it starts")
     p.add_argument("--max-concurrency", type=int, default=None, help="HEADMAP_MAX_CONCURRENCY for the server it starts")
     p.add_argument("--warmup", type=int, default=20, help="requests sent before measuring (default 20)")
+    p.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # internal: the /healthz probe process
     return p
 
 
@@ -225,8 +218,30 @@ async def measure(url: str, args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def run_probe(url: str) -> int:
+    """``--probe URL``: GET /healthz every 100 ms until stdin closes; print the latencies (s), one a line."""
+    import threading
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    latencies = []
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                http.get("/healthz")
+                latencies.append(time.perf_counter() - start)
+            except httpx.HTTPError:
+                latencies.append(float("inf"))
+            stop.wait(0.1)
+    print("\n".join(f"{x:.6f}" for x in latencies))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.probe:
+        return run_probe(args.probe)
     if args.url:
         rows = asyncio.run(measure(loopback_only(args.url), args))
     else:

@@ -4,7 +4,7 @@ Pure ASGI rather than ``BaseHTTPMiddleware`` because that one buffers streamed b
 app in a separate task; these only wrap ``receive`` and ``send``.
 
 Order, outermost first (Starlette's ``ServerErrorMiddleware`` always sits outside all of them and
-turns any uncaught exception into the JSON 500 of ``app.errors``):
+turns any uncaught exception into the JSON 500 of ``app.errors``; ``main.py`` adds gzip outside these):
 ``SecurityHeaders -> TrustedHost -> CORS (only with an allow-list) -> BodySizeLimit -> app``.
 Security headers are outermost so that every answer, the middleware's own errors included, carries
 them; CORS is outside the body limit so a cross-origin client can read its 413.

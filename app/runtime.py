@@ -1,46 +1,150 @@
-"""Process-level tuning: torch thread count sized to the CPUs this process may really use."""
+"""Process-level tuning: torch thread count sized to the CPUs this process may really use.
+
+``os.cpu_count()`` is the host's core count. In a container limited to 2 CPUs on a 64-core host, 64
+intra-op threads burn the CFS quota in a few milliseconds and then sit throttled for the rest of
+each period, so every forward pass stalls. The limit lives in the cgroup: ``cpu.max`` (v2) or
+``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (v1), on the process's own cgroup or any ancestor.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 
+log = logging.getLogger("headmap")
 
-def cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs allowed by the cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), or None when unlimited."""
-    try:
-        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:
-        q = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
-        p = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
-        return q / p if q > 0 and p > 0 else None
-    except (OSError, ValueError):
-        return None
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
 
-def usable_cpus() -> int:
-    """min(CPU affinity, cgroup quota rounded up), at least 1."""
+def _own_cgroups(proc_self_cgroup: Path) -> dict[str, str]:
+    """``{controllers: path}`` from ``/proc/self/cgroup`` (``"0::/x"`` gives ``{"": "/x"}`` on v2)."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        lines = proc_self_cgroup.read_text().splitlines()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            out[parts[1]] = parts[2]
+    return out
+
+
+def _candidate_dirs(mount: Path, own: str | None) -> Iterator[Path]:
+    """The process's cgroup folder under ``mount`` and each ancestor up to ``mount``, then ``mount`` itself.
+
+    With a cgroup namespace (the container default) the own path is ``/`` and this is just ``mount``.
+    Without one, the host's hierarchy is visible and the limit may sit on the pod's parent cgroup.
+    """
+    if own and own != "/":
+        rel = Path(own.lstrip("/"))
+        for part in (rel, *rel.parents):
+            if part != Path("."):
+                yield mount / part
+    yield mount
+
+
+def _read_v2(folder: Path) -> float | None:
+    quota, period = (folder / "cpu.max").read_text().split()[:2]
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _read_v1(folder: Path) -> float | None:
+    quota = int((folder / "cpu.cfs_quota_us").read_text())
+    period = int((folder / "cpu.cfs_period_us").read_text())
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP) -> float | None:
+    """CPUs allowed by the tightest cgroup CPU quota on this process, or None when unlimited.
+
+    Reads v2 ``cpu.max`` (unified hierarchy) or, failing that, v1 ``cpu.cfs_quota_us`` under the
+    ``cpu`` or ``cpu,cpuacct`` mount; a fraction such as 1.5 means one and a half CPUs.
+    """
+    own = _own_cgroups(proc_self_cgroup)
+    found: list[float] = []
+    if (cgroup_root / "cgroup.controllers").exists() or (cgroup_root / "cpu.max").exists():
+        mounts = [(cgroup_root, own.get(""), _read_v2)]
+    else:
+        v1_path = next((path for ctrl, path in own.items() if "cpu" in ctrl.split(",")), None)
+        mounts = [(cgroup_root / name, v1_path, _read_v1) for name in ("cpu", "cpu,cpuacct")]
+    seen: set[Path] = set()
+    for mount, path, read in mounts:
+        for folder in _candidate_dirs(mount, path):
+            if folder in seen:
+                continue
+            seen.add(folder)
+            try:
+                quota = read(folder)
+            except (OSError, ValueError, IndexError, ZeroDivisionError):
+                continue
+            if quota is not None:
+                found.append(quota)
+    return min(found) if found else None
+
+
+def _affinity() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    quota = cpu_quota()
+        return os.cpu_count() or 1
+
+
+def usable_cpus(cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP) -> int:
+    """min(CPU affinity, cgroup quota rounded up), at least 1.
+
+    Rounded up: with a 1.5-CPU quota two threads run 1.5 CPUs' worth per period (briefly throttled),
+    where one thread would leave half a CPU idle.
+    """
+    cpus = _affinity()
+    quota = cpu_quota(cgroup_root, proc_self_cgroup)
     if quota is not None:
         cpus = min(cpus, max(1, math.ceil(quota)))
     return max(1, cpus)
 
 
+def _workers(env: Mapping[str, str]) -> int:
+    try:
+        return max(1, int(env.get("WEB_CONCURRENCY", "1")))
+    except ValueError:
+        return 1
+
+
+def plan_threads(
+    requested: int | None,
+    env: Mapping[str, str] | None = None,
+    cgroup_root: Path = CGROUP_ROOT,
+    proc_self_cgroup: Path = PROC_SELF_CGROUP,
+) -> tuple[int | None, str]:
+    """The intra-op thread count to set (None: keep torch's own) and why, without touching torch.
+
+    Order: ``requested`` (``HEADMAP_THREADS``); else ``OMP_NUM_THREADS`` if set, which torch already
+    applied; else the usable CPUs shared among the ``WEB_CONCURRENCY`` worker processes of the
+    machine, so N workers together use the quota rather than N times it.
+    """
+    env = os.environ if env is None else env
+    if requested:
+        return requested, "HEADMAP_THREADS"
+    if env.get("OMP_NUM_THREADS", "").strip():
+        return None, "OMP_NUM_THREADS"
+    cpus = usable_cpus(cgroup_root, proc_self_cgroup)
+    workers = _workers(env)
+    if workers == 1:
+        return cpus, f"{cpus} usable CPUs"
+    return max(1, cpus // workers), f"{cpus} usable CPUs / {workers} workers (WEB_CONCURRENCY)"
+
+
 def configure_threads(requested: int | None) -> int:
-    """Set torch's intra-op threads to ``requested`` or the usable CPUs; returns the number set."""
-    threads = requested or usable_cpus()
-    if torch.get_num_threads() != threads:
+    """Set torch's intra-op threads per :func:`plan_threads`; returns the number in effect."""
+    threads, why = plan_threads(requested)
+    if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    log.info("torch intra-op threads: %d (%s)", threads, why)
     return threads

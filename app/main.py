@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.compression import GzipMiddleware
@@ -19,6 +18,7 @@ from app.paths import STATIC_DIR
 from app.registry import ModelRegistry
 from app.routes import api, health, insight, pages
 from app.runtime import configure_threads
+from app.static_files import CachedStaticFiles
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("headmap")
@@ -62,5 +62,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(insight.router)
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
     return app

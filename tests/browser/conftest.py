@@ -37,7 +37,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server() -> Iterator[str]:
     """Base URL of the real app (minilm + custom) in a uvicorn subprocess on a free loopback port."""
     port = _free_port()
@@ -87,7 +87,10 @@ def server() -> Iterator[str]:
                 proc.wait()
 
 
-@pytest.fixture(scope="session")
+
+# Package scope: Playwright's sync API keeps an event loop running in this thread until it stops,
+# which would break every later test that runs its own loop (anyio, asyncio.run).
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")

@@ -52,7 +52,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     TRANSFORMERS_OFFLINE=1 \
     HF_HOME=/tmp/huggingface \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    HEADMAP_LOAD_IN_BACKGROUND=false
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin headmap
 # Dependencies (~1.2 GB, change rarely), then the small files that change more often.
 COPY --from=builder /opt/venv /opt/venv
@@ -64,7 +65,8 @@ RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
 USER 10001:10001
 WORKDIR /home/headmap
 EXPOSE 8000
-# Liveness only (/healthz); readiness (/readyz) is for the load balancer. Python's stdlib, no curl.
+# The port opens once models are loaded (HEADMAP_LOAD_IN_BACKGROUND=false), so this /healthz probe
+# also means ready; Kubernetes sets it true and uses /readyz. Python's stdlib, no curl.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["/opt/venv/bin/python", "/opt/headmap/healthcheck.py"]
 CMD ["headmap", "serve"]

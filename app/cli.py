@@ -10,9 +10,15 @@ from app.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     import uvicorn
 
     from app.main import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    if args.workers > 1:  # each worker sizes its torch threads to its share of the CPUs
+        os.environ["WEB_CONCURRENCY"] = str(args.workers)
 
     uvicorn.run(
         "app.main:create_app" if args.workers > 1 else create_app(),
@@ -43,7 +49,8 @@ def _attention(args: argparse.Namespace) -> int:
     except APIError as exc:
         print(f"headmap: {exc.error}: {exc.detail}", file=sys.stderr)
         return 2
-    sys.stdout.buffer.write(body + b"\n")
+    sys.stdout.buffer.write(body)
+    sys.stdout.buffer.write(b"\n")
     return 0
 
 

@@ -49,9 +49,32 @@ def compact_tensor(attn: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def dumps(payload: dict[str, Any]) -> bytes:
-    """Serialise a response dict whose arrays may be NumPy arrays."""
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+#: Above this many weights, the JSON nested list is written one head at a time (see ``dumps``).
+CHUNKED_ABOVE = 1 << 18
+
+
+def dumps(payload: dict[str, Any]) -> bytes | memoryview:
+    """Serialise a response dict whose arrays may be NumPy arrays.
+
+    orjson holds the GIL for a whole call: one call on a 512-token response would stall the event
+    loop (and /healthz) for most of a second. A large ``attention`` array is therefore written one
+    (T, T) head per call into one growing buffer, so other threads get a turn between heads.
+    """
+    attn = payload.get("attention")
+    if not isinstance(attn, np.ndarray) or attn.size <= CHUNKED_ABOVE:
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    rest = orjson.dumps({k: v for k, v in payload.items() if k != "attention"}, option=orjson.OPT_SERIALIZE_NUMPY)
+    out = bytearray(b'{"attention":[')
+    for li, layer in enumerate(attn):  # layer: (H, T, T)
+        out += b"," if li else b""
+        out += b"["
+        for hi, head in enumerate(layer):  # head: (T, T)
+            out += b"," if hi else b""
+            out += orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+        out += b"]"
+    out += b"],"
+    out += rest[1:]
+    return memoryview(out)  # Starlette sends a memoryview as is: no copy of a 100 MB body
 
 
 def dequantise(data: dict[str, Any]) -> np.ndarray:

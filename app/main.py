@@ -39,12 +39,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.registry = registry
         app.state.scheduler = Scheduler(settings)
-        loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        loading: asyncio.Task[None] | None = None
+        if settings.load_in_background:
+            loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        else:
+            await asyncio.to_thread(registry.load_all)
         try:
             yield
         finally:
             await app.state.scheduler.close()
-            if not loading.done():
+            if loading is not None and not loading.done():
                 await asyncio.gather(loading, return_exceptions=True)
 
     app = FastAPI(

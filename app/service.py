@@ -126,6 +126,6 @@ def payload(result: AttentionResult, encoding: str = "json", consume: bool = Fal
     }
 
 
-def render(result: AttentionResult, encoding: str = "json") -> bytes:
+def render(result: AttentionResult, encoding: str = "json") -> bytes | memoryview:
     """Response body bytes (blocking: call from a worker thread). ``result.attention`` is spent afterwards."""
     return dumps(payload(result, encoding, consume=True))

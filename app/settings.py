@@ -47,8 +47,12 @@ class Settings(BaseSettings):
         None, ge=2, description="Upper bound on tokens per request; defaults to each model's own maximum."
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted, in bytes.")
-    max_concurrency: int = Field(2, ge=1, description="Model forward passes (batches) running at once.")
-    max_queue: int = Field(64, ge=0, description="Requests allowed to wait for a model; more get 503 at once.")
+    max_concurrency: int = Field(
+        1, ge=1, description="Forward passes (batches) running at once; each already uses every torch thread."
+    )
+    max_queue: int = Field(
+        16, ge=0, description="Requests allowed to wait for a model; more get 503 with Retry-After at once."
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request time limit, in seconds.")
     max_batch_size: int = Field(8, ge=1, description="Largest micro-batch of concurrent requests.")
     batch_window_ms: float = Field(
@@ -76,6 +80,13 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Comma-separated CORS allow-list; empty turns CORS off.")
     trusted_hosts: str = Field("*", description="Comma-separated allowed Host headers; `*` allows any.")
     warmup: bool = Field(True, description="Run one warm-up pass per model before reporting ready.")
+    load_in_background: bool = Field(
+        True,
+        description=(
+            "Start answering at once and load models behind `/readyz` (for orchestrators with readiness probes). "
+            "False: the port opens only once models are loaded, so any health probe implies ready."
+        ),
+    )
 
     @field_validator("models", "builtin_models", "cors_origins", "trusted_hosts", mode="before")
     @classmethod

@@ -18,8 +18,8 @@ from app.paths import STATIC_DIR
 from app.registry import ModelRegistry
 from app.routes import api, health, insight, pages
 from app.runtime import configure_threads
-from app.static_files import CachedStaticFiles
 from app.settings import Settings, get_settings
+from app.static_files import CachedStaticFiles
 
 log = logging.getLogger("headmap")
 

@@ -96,7 +96,7 @@ async def compressed(response: Response, scope: Scope, cache_control: str) -> Re
 async def file_response(path: Path, media_type: str, scope: Scope, cache_control: str) -> Response:
     """One file, with ETag / Last-Modified (a matching conditional request gets 304), compressed."""
     stat = await run_in_threadpool(os.stat, path)
-    response = FileResponse(path, media_type=media_type, stat_result=stat)
+    response: Response = FileResponse(path, media_type=media_type, stat_result=stat)
     if _CONDITIONAL.is_not_modified(response.headers, Headers(scope=scope)):
         response = NotModifiedResponse(response.headers)
     return await compressed(response, scope, cache_control)

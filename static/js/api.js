@@ -68,3 +68,41 @@ export async function getAttention({ text, pair, model, truncate }, signal) {
   const timing = /app;dur=([\d.]+)/.exec(response.headers.get("Server-Timing") || "");
   return { data: JSON.parse(text_), serverMs: timing ? Number(timing[1]) : null, bytes: text_.length };
 }
+
+async function postJson(path, body, signal) {
+  const response = await request(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body),
+    signal,
+  });
+  return response.json();
+}
+
+/** The request fields shared by the insight endpoints: {text, text_pair?, model, truncate}. */
+function inputOf({ text, pair, model, truncate }) {
+  const body = { text, model, truncate: Boolean(truncate) };
+  if (pair) body.text_pair = pair;
+  return body;
+}
+
+/** POST /api/stats -> {tokens, layers, heads, cls_positions, sep_positions, stats: {name: [layer][head] | null}} */
+export function getStats(req, signal) {
+  return postJson("/api/stats", inputOf(req), signal);
+}
+
+/**
+ * POST /api/compare.
+ * @param {{a: {text: string, model: string}, b: {text: string, model: string}, layers?: number[],
+ *          heads?: number[]|null, view: "heads"|"mean"|"max"|"rollout", truncate?: boolean}} body
+ * @returns {Promise<{aligned: boolean, reason: string|null, mismatched_positions: number[], a: object, b: object,
+ *                    diff: number[][][][]|null}>}
+ */
+export function getCompare(body, signal) {
+  return postJson("/api/compare", body, signal);
+}
+
+/** POST /api/explain (a model of kind custom) -> {tokens, head, head_size, steps: [{step, key, title, ...}]} */
+export function getExplain(req, head, signal) {
+  return postJson("/api/explain", { ...inputOf(req), head }, signal);
+}

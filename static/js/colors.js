@@ -46,3 +46,11 @@ export function lut(id) {
   luts.set(id, out);
   return out;
 }
+
+/** Diverging scale for signed values (differences, scores, activations): blue < 0 < red, white at 0. */
+const DIVERGING = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"];
+
+/** Plotly colorscale of DIVERGING; use with zmin = -zmax so 0 sits in the white middle. */
+export function divergingScale() {
+  return DIVERGING.map((c, i) => [i / (DIVERGING.length - 1), c]);
+}

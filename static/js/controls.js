@@ -37,8 +37,11 @@ export class Controls {
     this.headOut = $("head-out");
     this.headSlider = $("head-slider");
     this.selectors = $("selectors");
-    this.tabs = { head: $("tab-head"), model: $("tab-model") };
-    this.panels = { head: $("head-view"), model: $("model-view") };
+    this.aggField = $("agg-field");
+    this.layerSlider = $("layer-slider");
+    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), compare: $("tab-compare"), explain: $("tab-explain") };
+    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), compare: $("compare-view"), explain: $("explain-view") };
+    this.view = "head";
     this.empty = $("empty");
     this.exports = ["export-png", "export-csv", "export-json", "share"].map($);
     this.models = [];
@@ -123,18 +126,26 @@ export class Controls {
   }
 
   syncAggregate() {
-    const single = this.aggregate.value === "head";
+    // The explainer follows one head whatever the head view's aggregate is.
+    const single = this.aggregate.value === "head" || this.view === "explain";
     this.headSlider.classList.toggle("inactive", !single);
   }
 
   showView(view) {
+    this.view = view;
     for (const [name, tab] of Object.entries(this.tabs)) {
       const active = name === view;
       tab.setAttribute("aria-selected", String(active));
       tab.tabIndex = active ? 0 : -1;
       this.panels[name].hidden = !active;
     }
-    this.selectors.classList.toggle("inactive", view !== "head");
+    // Which selectors a view uses: all of them (head, compare), the head only (explain), none.
+    const uses = { head: "all", compare: "all", explain: "head" }[view];
+    this.selectors.classList.toggle("inactive", !uses);
+    if (view !== "explain") this.selectors.classList.remove("gated"); // set by the explainer without a custom model
+    this.aggField.hidden = uses === "head";
+    this.layerSlider.hidden = uses === "head";
+    this.syncAggregate();
   }
 
   setLoaded(loaded) {

@@ -96,6 +96,9 @@ export class HeadView {
       tickcolor: "rgba(0,0,0,0)",
       tickfont: { size: fontPx },
       automargin: false,
+      // Plotly's default ("hide past div") measures every label after each draw, forcing a layout per
+      // label: 80% of a layer switch at 128 tokens. The margins are fitted to the labels already.
+      ticklabeloverflow: "allow",
     };
     const shapes = view.boundaries.flatMap((b) => [
       { type: "line", xref: "x", yref: "paper", x0: b - 0.5, x1: b - 0.5, y0: 0, y1: 1, line: { color: "#ef4444", width: 1.5 } },
@@ -110,7 +113,14 @@ export class HeadView {
       hoverinfo: "none",
       xgap: 0,
       ygap: 0,
-      colorbar: { title: { text: "weight", side: "right" }, thickness: 12, outlinewidth: 0, len: 0.9, tickformat: ".2f" },
+      colorbar: {
+        title: { text: "weight", side: "right" },
+        thickness: 12,
+        outlinewidth: 0,
+        len: 0.9,
+        tickformat: ".2f",
+        ticklabeloverflow: "allow",
+      },
     };
     const layout = {
       title: { text: escapePlotly(view.title), x: 0.01, xanchor: "left", font: { size: 15, color: "#0f172a" } },

@@ -3,10 +3,13 @@
 
 import { Aggregates } from "./aggregate.js";
 import { ApiError, getAttention, getModels, setRoot } from "./api.js";
+import { CompareView } from "./compare.js";
 import { Controls } from "./controls.js";
+import { ExplainView } from "./explain.js";
 import * as exporter from "./exporter.js";
 import { ModelGrid } from "./grid.js";
 import { HeadView } from "./heatmap.js";
+import { StatsView } from "./stats.js";
 import { tensorFromResponse } from "./tensor.js";
 import { groupTokens, project } from "./tokens.js";
 import { Tooltip } from "./tooltip.js";
@@ -31,11 +34,24 @@ setRoot(root.dataset.root || "");
 const controls = new Controls();
 const tooltip = new Tooltip(document.getElementById("tooltip"));
 const headView = new HeadView(document.getElementById("heatmap"), tooltip);
-const grid = new ModelGrid(document.getElementById("grid"), tooltip, (layer, head) => {
+/** Open one head in the head view (from the model grid or the statistics). */
+function openHead(layer, head) {
+  tooltip.hide();
   Object.assign(state, { view: "head", agg: "head", layer, head });
-  controls.apply(state);
-  update();
+  controls.apply({ ...state, text: null, pair: null });
+  update({ grid: false });
   headView.el.focus({ preventScroll: true });
+}
+const grid = new ModelGrid(document.getElementById("grid"), tooltip, openHead);
+const stats = new StatsView(tooltip, openHead, (stat) => {
+  state.stat = stat;
+  update({ grid: false });
+});
+const compare = new CompareView(tooltip, () => update({ grid: false }));
+const explain = new ExplainView(tooltip, (model) => {
+  controls.model.value = model;
+  controls.syncModelInfo();
+  run();
 });
 
 /** View state (what the URL holds). text/pair/model are those of the response shown. */
@@ -130,7 +146,16 @@ async function render() {
     const view = await currentView();
     if (key !== formatState(state)) return; // the state moved on while rollout ran; a newer render follows
     await headView.draw(view);
-  } else if (gridDirty) {
+  } else if (state.view === "stats") {
+    await stats.show({ request: data.request, stat: state.stat, scale: state.scale, selected: { layer: state.layer, head: state.head } });
+  } else if (state.view === "compare") {
+    compare.prefill(data.request);
+    await compare.show(state);
+  } else if (state.view === "explain") {
+    const kind = controls.modelInfoFor(data.resp.model)?.kind ?? data.resp.kind;
+    const head = Math.min(state.head, data.tensor.heads - 1);
+    await explain.show({ request: data.request, kind, models: controls.models, head, scale: state.scale });
+  } else if (state.view === "model" && gridDirty) {
     const n = groups().length;
     grid.draw({
       layers: data.resp.layers,
@@ -143,12 +168,17 @@ async function render() {
     });
     gridDirty = false;
   }
-  root.dataset.renderMs = String(Math.round(performance.now() - t0));
+  const ms = performance.now() - t0;
+  root.dataset.renderMs = String(Math.round(ms));
   root.dataset.renders = String(++renders);
   root.dataset.view = state.view;
+  // For benchmarks and tests: a draw finished (listeners time it against their own performance.now()).
+  document.dispatchEvent(new CustomEvent("headmap:drawn", { detail: { view: state.view, ms, renders } }));
 }
 
-const nextFrame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+// One task's yield (not a whole frame): changes queued in the same burst are folded into one render,
+// and a switch is not delayed by up to 16 ms waiting for the next animation frame.
+const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 /**
  * Record the state in the URL and redraw. Renders never overlap: a burst of changes (a slider
@@ -165,11 +195,11 @@ async function update({ grid: gridChanged = true } = {}) {
   try {
     do {
       pending = false;
-      await nextFrame();
+      await nextTask();
       try {
         await render();
       } catch (err) {
-        showError(err);
+        if (!err?.shown) showError(err); // the insight tabs show their own errors in place
       }
     } while (pending);
   } finally {
@@ -222,6 +252,7 @@ async function run() {
     controls.setShape(tensor.layers, tensor.heads);
     controls.apply({ ...state, text: null, pair: null });
     controls.setLoaded(true);
+    syncExports();
     controls.setStale(false);
     gridDirty = true;
     writeState(state);
@@ -306,13 +337,19 @@ function bindEvents() {
 
   for (const [view, tab] of Object.entries(controls.tabs)) {
     tab.addEventListener("click", () => {
+      tooltip.hide();
       state.view = view;
       controls.showView(view);
+      syncExports();
       update({ grid: false });
     });
     tab.addEventListener("keydown", (ev) => {
-      if (ev.key !== "ArrowLeft" && ev.key !== "ArrowRight") return;
-      const next = view === "head" ? controls.tabs.model : controls.tabs.head;
+      const names = Object.keys(controls.tabs);
+      const i = names.indexOf(view);
+      const to = { ArrowLeft: i - 1, ArrowRight: i + 1, Home: 0, End: names.length - 1 }[ev.key];
+      if (to === undefined) return;
+      ev.preventDefault();
+      const next = controls.tabs[names[(to + names.length) % names.length]];
       next.focus();
       next.click();
     });
@@ -344,6 +381,11 @@ function bindEvents() {
   document.getElementById("export-png").addEventListener("click", () => exportPng());
   document.getElementById("export-csv").addEventListener("click", async () => {
     if (!data) return;
+    if (state.view === "stats") {
+      const csv = `${stats.csvRows().map((r) => r.map(exporter.csvField).join(",")).join("\r\n")}\r\n`;
+      exporter.download(new Blob(["\ufeff", csv], { type: "text/csv;charset=utf-8" }), `${fileStem()}.csv`);
+      return;
+    }
     const view = await currentView();
     exporter.downloadCsv(view.matrix, view.n, view.groups.map((g) => g.label), `${fileStem()}.csv`);
   });
@@ -363,16 +405,28 @@ function bindEvents() {
   });
 }
 
+/** PNG and CSV apply to the head view, the model view (PNG) and the statistics; the others export JSON only. */
+function syncExports() {
+  const loaded = Boolean(data);
+  const png = loaded && ["head", "model", "stats", "compare"].includes(state.view);
+  const csv = loaded && ["head", "stats"].includes(state.view);
+  document.getElementById("export-png").disabled = !png;
+  document.getElementById("export-csv").disabled = !csv;
+}
+
 function fileStem() {
   const model = data.resp.model;
-  const what = state.view === "model" ? "model_view" : state.agg === "head" ? `L${state.layer}_H${state.head}` : `L${state.layer}_${state.agg}`;
+  const views = { model: "model_view", stats: `stats_${state.stat}`, compare: "compare" };
+  const what = views[state.view] ?? (state.agg === "head" ? `L${state.layer}_H${state.head}` : `L${state.layer}_${state.agg}`);
   return exporter.safeName(`headmap_${model}_${what}`);
 }
 
 async function exportPng() {
   if (!data) return;
   if (state.view === "model") await exporter.downloadCanvas(grid.composite(), `${fileStem()}.png`);
-  else await headView.downloadPng(fileStem());
+  else if (state.view === "stats") await stats.plot.downloadPng(fileStem());
+  else if (state.view === "compare") await compare.exportPlot()?.downloadPng(fileStem());
+  else if (state.view === "head") await headView.downloadPng(fileStem());
 }
 
 async function share() {
@@ -402,6 +456,7 @@ async function start() {
   try {
     const list = await loadModels();
     controls.setModels(list, state.model);
+    compare.setModels(list.models);
     const missing = state.model && !list.models.some((m) => m.name === state.model) ? state.model : null;
     controls.setStatus("");
     await run();

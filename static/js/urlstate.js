@@ -1,7 +1,8 @@
 // The view, encoded in the URL fragment (never sent to the server, so shared text stays out of logs).
-// Example: #text=The+cat+sat&model=minilm&view=head&agg=mean&layer=2&head=5&hide=1&merge=1&scale=viridis&range=one
+// Example: #text=The+cat+sat&model=minilm&view=head&agg=mean&layer=2&head=5&hide=1&merge=1&scale=viridis&range=one&stat=distance
 
 import { isScale } from "./colors.js";
+import { DEFAULT_STAT, isStat } from "./stats.js";
 
 export const DEFAULTS = Object.freeze({
   text: null, // null: keep the text box as it is
@@ -15,9 +16,10 @@ export const DEFAULTS = Object.freeze({
   merge: false,
   scale: "blues",
   range: "max",
+  stat: DEFAULT_STAT,
 });
 
-const VIEWS = ["head", "model"];
+const VIEWS = ["head", "model", "stats", "compare", "explain"];
 const AGGS = ["head", "mean", "max", "rollout"];
 const RANGES = ["max", "one"];
 
@@ -42,6 +44,7 @@ export function parseState(hash) {
     merge: p.get("merge") === "1",
     scale: isScale(p.get("scale")) ? p.get("scale") : DEFAULTS.scale,
     range: pick("range", RANGES),
+    stat: isStat(p.get("stat")) ? p.get("stat") : DEFAULTS.stat,
   };
 }
 
@@ -59,6 +62,7 @@ export function formatState(s) {
   if (s.merge) p.set("merge", "1");
   if (s.scale !== DEFAULTS.scale) p.set("scale", s.scale);
   if (s.range !== DEFAULTS.range) p.set("range", s.range);
+  if (s.stat && s.stat !== DEFAULTS.stat) p.set("stat", s.stat);
   return `#${p.toString()}`;
 }
 

@@ -1,0 +1,209 @@
+// The explainer tab: the custom block's forward pass for one head, step by step, with the real
+// numbers from /api/explain. Each step is a card: title, formula, one sentence, the learned weights
+// it uses (shapes only) and each result matrix as a labelled heatmap.
+
+import { getExplain } from "./api.js";
+import { divergingScale, plotlyScale } from "./colors.js";
+import { absMax, MatrixPlot, tokenGroups } from "./matrixplot.js";
+
+const dims = (shape) => shape.join(" × ");
+
+/** The 99th percentile of |value| (at least 1e-6). */
+function robustMax(z) {
+  const all = Float32Array.from(z.flat(), Math.abs).sort();
+  return Math.max(1e-6, all.length ? all[Math.min(all.length - 1, Math.floor(all.length * 0.99))] : 0);
+}
+
+export class ExplainView {
+  /**
+   * @param {import("./tooltip.js").Tooltip} tooltip
+   * @param {(model: string) => void} onSwitch run the current text on `model`
+   */
+  constructor(tooltip, onSwitch) {
+    const $ = (id) => document.getElementById(id);
+    this.panel = $("explain-view");
+    this.gate = $("explain-gate");
+    this.gateText = $("explain-gate-text");
+    this.switchButton = $("explain-switch");
+    this.intro = $("explain-intro");
+    this.stepsEl = $("explain-steps");
+    this.message = $("explain-message");
+    this.tooltip = tooltip;
+    this.plots = [];
+    this.cache = new Map();
+    this.shownKey = null;
+    this.custom = null;
+    this.switchButton.addEventListener("click", () => this.custom && onSwitch(this.custom));
+  }
+
+  setStatus(status, message = "") {
+    this.panel.dataset.status = status; // "gate" | "loading" | "ready" | "error"
+    this.message.textContent = message;
+    this.message.hidden = !message;
+  }
+
+  /**
+   * @param {{request: object, kind: string, models: object[], head: number, scale: string}} opts
+   *   request: the run shown (text, pair, model, truncate); kind: that model's kind.
+   */
+  async show({ request, kind, models, head, scale }) {
+    const custom = models.find((m) => m.kind === "custom");
+    this.custom = custom ? custom.name : null;
+    this.panel.ownerDocument.getElementById("selectors").classList.toggle("gated", kind !== "custom");
+    if (kind !== "custom") {
+      this.gate.hidden = false;
+      this.intro.hidden = true;
+      this.stepsEl.hidden = true;
+      this.gateText.textContent = custom
+        ? `The explainer follows your text through the textbook self-attention block, step by step, with its real numbers. Choose the custom model (“${custom.name}”) to see it.`
+        : "The explainer needs a model of kind custom, and this server has none.";
+      this.switchButton.hidden = !custom;
+      this.switchButton.textContent = custom ? `Choose the custom model` : "";
+      this.setStatus("gate");
+      return;
+    }
+    this.gate.hidden = true;
+    const key = JSON.stringify([request.text, request.pair, request.model, request.truncate, head]);
+    let pending = this.cache.get(key);
+    if (!pending) {
+      if (this.cache.size >= 16) this.cache.delete(this.cache.keys().next().value);
+      pending = getExplain(request, head);
+      this.cache.set(key, pending);
+      pending.catch(() => this.cache.delete(key));
+    }
+    if (this.shownKey !== key) this.setStatus("loading", "Following the head through the block…");
+    let resp;
+    try {
+      resp = await pending;
+    } catch (err) {
+      this.setStatus("error", `The explainer failed: ${err.detail || err.message || err}`);
+      throw Object.assign(err, { shown: true });
+    }
+    if (this.shownKey !== `${key}:${scale}`) {
+      await this.draw(resp, scale);
+      this.shownKey = `${key}:${scale}`;
+    }
+    this.setStatus("ready");
+  }
+
+  clearPlots() {
+    for (const p of this.plots) p.clear();
+    this.plots = [];
+  }
+
+  async draw(resp, scale) {
+    this.clearPlots();
+    const T = resp.tokens.length;
+    this.intro.hidden = false;
+    this.intro.textContent =
+      `${resp.model} on ${T} tokens, following head ${resp.head} of ${resp.num_heads}: ` +
+      `E = ${resp.embed_size} numbers per token, d_k = ${resp.head_size} per head. Hover a cell for its value.`;
+    const tokens = tokenGroups(resp.tokens, resp.special);
+    this.stepsEl.hidden = false;
+    const width = Math.max(480, (this.stepsEl.clientWidth || this.panel.clientWidth - 24) - 30); // card padding
+    const cards = [];
+    const jobs = [];
+    for (const step of resp.steps) {
+      const card = document.createElement("li");
+      card.className = "step";
+      card.dataset.step = String(step.step);
+      card.dataset.key = step.key;
+      const head = document.createElement("div");
+      head.className = "step-head";
+      const num = document.createElement("span");
+      num.className = "step-num";
+      num.textContent = String(step.step);
+      const title = document.createElement("h3");
+      title.textContent = step.title;
+      const formula = document.createElement("code");
+      formula.className = "formula";
+      formula.textContent = step.formula;
+      head.append(num, title, formula);
+      const text = document.createElement("p");
+      text.className = "step-text";
+      text.textContent = step.explanation;
+      card.append(head, text);
+      if (step.parameters.length) {
+        const params = document.createElement("ul");
+        params.className = "params";
+        for (const p of step.parameters) {
+          const li = document.createElement("li");
+          const name = document.createElement("code");
+          name.textContent = p.name;
+          const shape = document.createElement("span");
+          shape.className = "shape";
+          shape.textContent = dims(p.shape);
+          const desc = document.createElement("span");
+          desc.textContent = p.description;
+          li.append(name, shape, desc);
+          params.append(li);
+        }
+        card.append(params);
+      }
+      const figs = document.createElement("div");
+      // Narrow matrices (one head's d_k columns, T x T) sit side by side; E-wide ones get a row each.
+      const wide = step.matrices.some((m) => m.columns === "features" && m.shape[1] > 64);
+      const perRow = wide ? 1 : step.matrices.length;
+      figs.className = `step-matrices${wide ? " stacked" : ""}`;
+      for (const m of step.matrices) {
+        const fig = document.createElement("figure");
+        const cap = document.createElement("figcaption");
+        const sym = document.createElement("span");
+        sym.className = "sym";
+        sym.textContent = m.name;
+        const label = document.createElement("span");
+        label.textContent = m.label;
+        const shape = document.createElement("span");
+        shape.className = "shape";
+        shape.textContent = dims(m.shape);
+        cap.append(sym, label, shape);
+        const el = document.createElement("div");
+        el.className = "mplot";
+        el.dataset.step = String(step.step);
+        el.dataset.matrix = m.name;
+        fig.append(cap, el);
+        figs.append(fig);
+        jobs.push([el, m, perRow]);
+      }
+      card.append(figs);
+      cards.push(card);
+    }
+    this.stepsEl.replaceChildren(...cards);
+    this.stepsEl.hidden = false;
+    for (const [el, m, count] of jobs) {
+      const plot = new MatrixPlot(el, this.tooltip);
+      this.plots.push(plot);
+      await plot.draw(this.spec(m, tokens, scale, Math.floor((width - (count - 1) * 12) / count) - 2));
+    }
+  }
+
+  /** Plot spec of one matrix: T x T with token labels both ways, or T x features with numbered columns. */
+  spec(m, tokens, scale, width) {
+    const T = m.shape[0];
+    const square = m.columns === "tokens";
+    const weights = m.name === "A";
+    const z = m.values;
+    // A few embedding dimensions are huge outliers: their colour saturates (hover shows the number)
+    // so the other 99% are not all drawn white.
+    const lim = square ? absMax(z) : robustMax(z);
+    const rowPx = T > 40 ? 8 : 16;
+    return {
+      z,
+      rows: tokens,
+      cols: square ? tokens : null,
+      zmin: weights ? 0 : -lim,
+      zmax: weights ? Math.max(1e-6, absMax(z)) : lim,
+      colorscale: weights ? plotlyScale(scale) : divergingScale(),
+      title: "",
+      colorbar: weights ? "weight" : "value",
+      width: square ? Math.min(width, 460) : width,
+      square,
+      height: square ? undefined : Math.min(460, Math.max(130, T * rowPx + 70)),
+      xTitle: square ? "key token" : "feature",
+      hover: (r, c, v) =>
+        square
+          ? [`${tokens[r].label} → ${tokens[c].label}: ${v.toFixed(4)}`, `${m.name}[${r}, ${c}]`]
+          : [`${tokens[r].label} · feature ${c}: ${v.toFixed(4)}`, `${m.name}[${r}, ${c}]`],
+    };
+  }
+}

@@ -211,12 +211,13 @@ def memory_and_startup() -> list[list[Any]]:
             ["idle RSS", f"{idle:.0f} MB", "<= 700 MB"],
         ]
         with httpx.Client(base_url=base, timeout=120) as c:
-            for enc in ("compact", "json"):
+            # The first long request also grows the allocator's arenas for good; later ones reuse them.
+            for label, enc in [("first, compact", "compact"), ("then json", "json"), ("then compact", "compact")]:
                 before = rss_mb(proc.pid)
                 reset_peak(proc.pid)
                 c.post("/api/attention", json={"text": text_of(512), "encoding": enc}).raise_for_status()
                 peak = rss_mb(proc.pid, "VmHWM")
-                rows.append([f"extra peak RSS, one 512-token request ({enc})", f"{peak - before:.0f} MB", "<= 300 MB"])
+                rows.append([f"extra peak RSS, 512-token request ({label})", f"{peak - before:.0f} MB", "<= 300 MB"])
     return rows
 
 

@@ -22,7 +22,10 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 def is_loopback(scope: Scope) -> bool:
     client = scope.get("client")
-    return bool(client) and (client[0] in LOOPBACK or str(client[0]).startswith("127."))
+    if not client:
+        return False
+    host = str(client[0])
+    return host in LOOPBACK or host.startswith("127.")
 
 
 class GzipMiddleware:

@@ -151,13 +151,16 @@ class HFEngine(Engine):
         kwargs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
         if self.uses_token_types:
             kwargs["token_type_ids"] = types
-        layers = list(self.model(**kwargs, output_attentions=True, return_dict=True).attentions)  # L x (B, H, T, T)
+        layers: list[torch.Tensor | None] = list(self.model(**kwargs, output_attentions=True).attentions)
         # Stack layer by layer, letting go of each source as it is copied: torch.stack would hold the
         # model's L tensors and the stacked copy at once (150 MB instead of 88 MB at 512 tokens).
-        stacked = torch.empty((len(layers), *layers[0].shape), dtype=layers[0].dtype)  # (L, B, H, T, T)
-        for i in range(len(layers)):
-            stacked[i] = layers[i]
-            layers[i] = None  # type: ignore[call-overload]
+        first = layers[0]
+        assert first is not None
+        stacked = torch.empty((len(layers), *first.shape), dtype=first.dtype)  # (L, B, H, T, T)
+        for i, layer in enumerate(layers):  # layers: L x (B, H, T, T)
+            assert layer is not None
+            stacked[i].copy_(layer)
+            layers[i] = layer = None
         return stacked
 
 

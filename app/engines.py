@@ -106,6 +106,7 @@ class Engine:
             return_offsets_mapping=True,
             return_special_tokens_mask=True,
             return_token_type_ids=None,
+            verbose=False,  # counting an over-long input first is intended, not worth a warning
         )
 
     # -- running --------------------------------------------------------------------------------

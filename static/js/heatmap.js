@@ -1,5 +1,10 @@
 // The head view: one Plotly heatmap, query tokens down the y axis (reading order), keys along x.
-// Axes are numeric positions with tick text, so repeated tokens keep their own rows and columns.
+// Axes are numeric positions, so repeated tokens keep their own rows and columns.
+//
+// The token labels are not Plotly tick labels but HTML text (textContent) laid over the figure:
+// Plotly redraws and measures every tick label on each data change, which made a layer or head
+// switch at 128 tokens cost about twice as much as drawing the cells. The overlay only changes when
+// the tokens, the zoom or the size do. PNG export puts the labels back as Plotly ticks.
 
 import { plotlyScale } from "./colors.js";
 import { escapePlotly } from "./tokens.js";
@@ -47,9 +52,17 @@ export class HeadView {
     this.el = el;
     this.tooltip = tooltip;
     this.view = null;
-    this.ticks = { xaxis: null, yaxis: null };
+    this.labelsKey = "";
     this.bound = false;
     this.margin = { ...MARGIN };
+    this.fontPx = 12;
+    this.angle = -60;
+    // Sibling of the Plotly div (Plotly owns its children), positioned over it.
+    this.labels = document.createElement("div");
+    this.labels.id = `${el.id}-labels`;
+    this.labels.className = "tick-labels";
+    this.labels.setAttribute("aria-hidden", "true");
+    el.after(this.labels);
   }
 
   /** Room for the longest label: left for the y labels, bottom for the x labels (rotated 60°). */
@@ -80,15 +93,14 @@ export class HeadView {
     const z = new Array(n);
     for (let i = 0; i < n; i++) z[i] = Array.from(matrix.subarray(i * n, (i + 1) * n));
     const fontPx = n > 60 ? 10 : 12;
+    this.fontPx = fontPx;
+    this.angle = n > 12 ? -60 : -30;
     this.fitMargins(view.groups, fontPx);
-    const { side, width, height } = this.size();
-    const ticks = tickPositions(0, n - 1, side);
-    const ticktext = ticks.map((i) => tickText(view.groups[i]));
-    this.ticks = { xaxis: ticks.join(","), yaxis: ticks.join(",") };
+    const { width, height } = this.size();
     const axis = {
       tickmode: "array",
-      tickvals: ticks,
-      ticktext,
+      tickvals: [],
+      showticklabels: false, // drawn by renderLabels()
       showgrid: false,
       zeroline: false,
       ticks: "outside", // invisible 4 px ticks: a gap between labels and cells
@@ -130,8 +142,8 @@ export class HeadView {
       height,
       paper_bgcolor: "#ffffff",
       plot_bgcolor: "#ffffff",
-      xaxis: { ...axis, title: { text: "key (attended to)", standoff: 8 }, tickangle: n > 12 ? -60 : -30 },
-      yaxis: { ...axis, title: { text: "query (attending)", standoff: 8 }, autorange: "reversed" },
+      xaxis: { ...axis, title: { text: "key (attended to)", standoff: this.margin.b - 46 } },
+      yaxis: { ...axis, title: { text: "query (attending)", standoff: this.margin.l - 40 }, autorange: "reversed" },
       shapes,
       dragmode: "zoom",
       uirevision: view.revision, // keep the zoom while switching layer or head on the same tokens
@@ -142,7 +154,7 @@ export class HeadView {
     };
     await window.Plotly.react(this.el, [trace], layout, config);
     this.bind();
-    this.rethin();
+    this.renderLabels();
   }
 
   bind() {
@@ -162,41 +174,98 @@ export class HeadView {
       );
     });
     gd.on("plotly_unhover", () => this.tooltip.hide());
-    gd.on("plotly_relayout", (ev) => {
-      if (Object.keys(ev).some((key) => key.includes("range") || key.includes("autorange"))) this.rethin();
-    });
+    gd.on("plotly_relayout", () => this.renderLabels());
     let last = "";
     new ResizeObserver(() => {
       const { width, height } = this.size();
       const key = `${width}x${height}`;
       if (!this.view || key === last || !this.el._fullLayout) return;
       last = key;
-      window.Plotly.relayout(this.el, { width, height }).then(() => this.rethin());
+      window.Plotly.relayout(this.el, { width, height }).then(() => this.renderLabels());
     }).observe(this.el);
   }
 
-  /** Fit the labels to the visible range: thin when zoomed out, every token when zoomed in. */
-  rethin() {
+  /** The visible tick positions of both axes (thinned to fit), and where the plot area is. */
+  geometry() {
     const full = this.el._fullLayout;
-    if (!full || !this.view) return;
-    const update = {};
+    const axes = {};
     for (const name of ["xaxis", "yaxis"]) {
       const ax = full[name];
       const [a, b] = ax.range;
-      const lo = Math.min(a, b);
-      const hi = Math.max(a, b);
-      const vals = tickPositions(lo, hi, ax._length);
-      const key = vals.join(",");
-      if (this.ticks[name] === key) continue;
-      this.ticks[name] = key;
-      update[`${name}.tickvals`] = vals;
-      update[`${name}.ticktext`] = vals.map((i) => tickText(this.view.groups[i]));
+      axes[name] = { ax, vals: tickPositions(Math.min(a, b), Math.max(a, b), ax._length) };
     }
-    if (Object.keys(update).length) window.Plotly.relayout(this.el, update);
+    return axes;
+  }
+
+  /**
+   * Token labels as HTML text beside the plot area: every token when zoomed in, thinned when zoomed
+   * out. Nothing happens unless the tokens, the visible range or the figure's size changed.
+   */
+  renderLabels() {
+    const full = this.el._fullLayout;
+    if (!full || !this.view) return;
+    const { xaxis, yaxis } = this.geometry();
+    const key = [
+      this.view.revision, this.fontPx, this.angle, full.width, full.height,
+      xaxis.ax._offset, xaxis.ax._length, yaxis.ax._offset, yaxis.ax._length, xaxis.vals.join(","), yaxis.vals.join(","),
+    ].join("|"); // prettier-ignore
+    if (key === this.labelsKey) return;
+    this.labelsKey = key;
+    const groups = this.view.groups;
+    const line = Math.round(this.fontPx * 1.3);
+    const right = full.width - xaxis.ax._offset + 6; // y labels end 6 px left of the cells
+    const top = yaxis.ax._offset + yaxis.ax._length + 6; // x labels start 6 px below them
+    const nodes = [];
+    const label = (i, axis) => {
+      const g = groups[i];
+      const span = document.createElement("span");
+      span.className = `${axis}tick${g.unknown ? " unk" : g.special ? " special" : ""}`;
+      span.dataset.pos = String(i);
+      span.textContent = short(g.label);
+      return span;
+    };
+    for (const i of yaxis.vals) {
+      const span = label(i, "y");
+      span.style.right = `${right}px`;
+      span.style.top = `${Math.round(yaxis.ax._offset + yaxis.ax.l2p(i) - line / 2)}px`;
+      nodes.push(span);
+    }
+    for (const i of xaxis.vals) {
+      const span = label(i, "x");
+      // Anchored at its right end, under the column, and turned about that point.
+      span.style.right = `${Math.round(full.width - (xaxis.ax._offset + xaxis.ax.l2p(i)))}px`;
+      span.style.top = `${top}px`;
+      span.style.transform = `rotate(${this.angle}deg)`;
+      nodes.push(span);
+    }
+    const box = this.labels.style;
+    box.left = `${this.el.offsetLeft}px`;
+    box.top = `${this.el.offsetTop}px`;
+    box.width = `${full.width}px`;
+    box.height = `${full.height}px`;
+    box.fontSize = `${this.fontPx}px`;
+    box.lineHeight = `${line}px`;
+    this.labels.replaceChildren(...nodes);
+  }
+
+  /** The figure with the labels as Plotly ticks (escaped, coloured), for export. */
+  exportFigure() {
+    const gd = this.el;
+    const { xaxis, yaxis } = this.geometry();
+    const ticks = (vals) => ({ showticklabels: true, tickvals: vals, ticktext: vals.map((i) => tickText(this.view.groups[i])) });
+    return {
+      data: gd.data,
+      layout: {
+        ...gd.layout,
+        xaxis: { ...gd.layout.xaxis, ...ticks(xaxis.vals), tickangle: this.angle, title: { ...gd.layout.xaxis.title, standoff: 8 } },
+        yaxis: { ...gd.layout.yaxis, ...ticks(yaxis.vals), title: { ...gd.layout.yaxis.title, standoff: 8 } },
+      },
+    };
   }
 
   /** Download the plot as PNG (Plotly renders it from the SVG; no request leaves the page). */
   downloadPng(filename) {
-    return window.Plotly.downloadImage(this.el, { format: "png", filename, scale: 2 });
+    const { width, height } = this.el._fullLayout;
+    return window.Plotly.downloadImage(this.exportFigure(), { format: "png", filename, scale: 2, width, height });
   }
 }

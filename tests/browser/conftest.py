@@ -180,20 +180,22 @@ def run_text(page, text: str, *, timeout: float = 120.0) -> None:  # type: ignor
 
 
 def ticks(page, axis: str) -> list[str]:  # type: ignore[no-untyped-def]
-    """Displayed text of the head view's tick labels on `axis` ("x" or "y"), ordered by position."""
+    """Displayed text of the head view's token labels on `axis` ("x" or "y"), ordered by position.
+
+    The head view draws them as HTML text over the figure (``#heatmap-labels``), not as Plotly ticks.
+    """
     return page.evaluate(
-        f"""[...document.querySelectorAll('#heatmap g.{axis}tick')]
-              .map(g => [g.__data__.x, g.textContent]).sort((a, b) => a[0] - b[0]).map(p => p[1])"""
+        f"""[...document.querySelectorAll('#heatmap-labels .{axis}tick')]
+              .map(s => [Number(s.dataset.pos), s.textContent]).sort((a, b) => a[0] - b[0]).map(p => p[1])"""
     )
 
 
 def shown(page) -> dict:  # type: ignore[no-untyped-def]
-    """The head view's matrix (as Plotly holds it), its title and tick texts."""
+    """The head view's matrix (as Plotly holds it) and its title."""
     return page.evaluate(
         """(() => { const gd = document.getElementById('heatmap');
                     return {z: gd.data[0].z, title: gd.layout.title.text,
-                            titleText: gd.querySelector('.gtitle')?.textContent ?? '',
-                            tickvals: gd.layout.yaxis.tickvals, ticktext: gd.layout.yaxis.ticktext}; })()"""
+                            titleText: gd.querySelector('.gtitle')?.textContent ?? ''}; })()"""
     )
 
 

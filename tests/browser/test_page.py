@@ -270,9 +270,7 @@ def test_hostile_text_stays_inert(page, server):  # type: ignore[no-untyped-def]
     assert ticks(page, "x") == labels
     view = shown(page)
     assert view["titleText"].startswith("<i>evil</i> · layer")
-    markup = page.evaluate(
-        "document.querySelectorAll('#heatmap img, #heatmap b, #heatmap i, #heatmap script, #heatmap a').length"
-    )
+    markup = page.evaluate("document.querySelectorAll('#head-view :is(img, b, i, script, a)').length")
     assert markup == 0
     tip = hover_cell(page, 1, 2)
     assert tip.startswith("<img src=x onerror=window.__pwned=1> → <b>bold</b>: ")
@@ -309,7 +307,7 @@ def test_long_input_unicode_and_errors(page, server):  # type: ignore[no-untyped
     assert 10 < len(ticks(page, "y")) < 80
     shot(page, "long-input")
     page.evaluate("Plotly.relayout('heatmap', {'xaxis.range': [99.5, 119.5], 'yaxis.range': [119.5, 99.5]})")
-    wait_until(page, "document.querySelectorAll('#heatmap g.ytick').length === 20")
+    wait_until(page, "document.querySelectorAll('#heatmap-labels .ytick').length === 20")
     before = renders(page)
     page.click("#tab-model")
     wait_render(page, before)

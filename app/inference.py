@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -40,6 +43,7 @@ class Scheduler:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._running = asyncio.Semaphore(settings.max_concurrency)
         self.waiting = 0  # admitted and not yet finished
+        self.incoming: Counter[str] = Counter()  # per model: requests still tokenizing, soon to queue
         self.batches_run = 0
         self.items_run = 0
 
@@ -61,6 +65,15 @@ class Scheduler:
         finally:
             self.waiting -= 1
 
+    @contextmanager
+    def announce(self, engine: Engine) -> Iterator[None]:
+        """Mark a request for ``engine`` as on its way (tokenizing), so a batch being formed waits for it."""
+        self.incoming[engine.name] += 1
+        try:
+            yield
+        finally:
+            self.incoming[engine.name] -= 1
+
     def _queue_for(self, engine: Engine) -> asyncio.Queue[_Job]:
         queue = self._queues.get(engine.name)
         if queue is None:
@@ -70,20 +83,30 @@ class Scheduler:
 
     async def _work(self, engine: Engine, queue: asyncio.Queue[_Job]) -> None:
         while True:
-            batch = await self._next_batch(queue)
+            batch = await self._next_batch(engine, queue)
             if batch:
                 await self._run_batch(engine, batch)
             # Drop the finished jobs now: they hold results (75 MB at 512 tokens) that would otherwise
             # stay alive for as long as the worker waits for the next request.
             del batch
 
-    async def _next_batch(self, queue: asyncio.Queue[_Job]) -> list[_Job]:
-        """The oldest job plus whatever waits behind it, within the batch size and padded-token bounds."""
+    async def _next_batch(self, engine: Engine, queue: asyncio.Queue[_Job]) -> list[_Job]:
+        """The oldest job plus whatever waits behind it, within the batch size and padded-token bounds.
+
+        Requests still being tokenized are waited for, up to ``batch_window_ms``: without that, the
+        first of a wave of concurrent requests would run alone while the rest queue behind it.
+        A lone request never waits.
+        """
         batch = [await queue.get()]
-        if self.settings.batch_window_ms > 0 and queue.empty():
-            await asyncio.sleep(self.settings.batch_window_ms / 1000)
         longest = len(batch[0].enc)
-        while not queue.empty() and len(batch) < self.settings.max_batch_size:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.batch_window_ms / 1000
+        while len(batch) < self.settings.max_batch_size:
+            if queue.empty():
+                if self.incoming[engine.name] <= 0 or loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.0005)
+                continue
             nxt = queue._queue[0]  # type: ignore[attr-defined]  # peek: stop before an oversize batch
             t = max(longest, len(nxt.enc))
             if (len(batch) + 1) * t > MAX_BATCH_TOKENS:

@@ -90,7 +90,8 @@ def select(attn: torch.Tensor, layers: list[int], heads: list[int]) -> torch.Ten
 async def compute(registry: ModelRegistry, scheduler: Scheduler, req: AttentionRequest) -> AttentionResult:
     """Validate, tokenize and run ``req`` without blocking the event loop."""
     engine, layers, heads = prepare(registry, req)
-    enc = await run_in_threadpool(encode, engine, req)
+    with scheduler.announce(engine):
+        enc = await run_in_threadpool(encode, engine, req)
     attn = await scheduler.run(engine, enc)  # (L, H, T, T)
     return AttentionResult(engine, enc, layers, heads, attn)
 

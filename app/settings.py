@@ -56,11 +56,11 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request time limit, in seconds.")
     max_batch_size: int = Field(8, ge=1, description="Largest micro-batch of concurrent requests.")
     batch_window_ms: float = Field(
-        0.0,
+        5.0,
         ge=0,
         description=(
-            "How long a lone request waits for companions before running, in ms. 0: requests that arrive while a "
-            "forward pass runs are batched into the next one, and a lone request never waits."
+            "Longest wait, in ms, for requests that have arrived and are still being tokenized, so they join the "
+            "forming batch instead of queueing behind it. A lone request never waits."
         ),
     )
     threads: int | None = Field(

@@ -94,3 +94,28 @@ def test_timeout_is_504(registry) -> None:  # type: ignore[no-untyped-def]
             await scheduler.close()
 
     asyncio.run(run())
+
+
+def test_batch_waits_for_announced_requests(registry) -> None:  # type: ignore[no-untyped-def]
+    """A request still tokenizing when a batch forms joins it rather than queueing behind it."""
+    engine = registry.get("minilm")
+    a, b = engine.encode("first request"), engine.encode("second, a little later")
+
+    async def run() -> Scheduler:
+        scheduler = Scheduler(Settings(batch_window_ms=2000))
+
+        async def late() -> torch.Tensor:
+            with scheduler.announce(engine):
+                await asyncio.sleep(0.1)  # "tokenizing"
+            return await scheduler.run(engine, b)
+
+        try:
+            late_task = asyncio.create_task(late())
+            await asyncio.sleep(0.01)
+            await asyncio.gather(scheduler.run(engine, a), late_task)
+        finally:
+            await scheduler.close()
+        return scheduler
+
+    scheduler = asyncio.run(run())
+    assert (scheduler.batches_run, scheduler.items_run) == (1, 2)

@@ -375,3 +375,26 @@ def _record_timing(name: str, ms: float) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data[name] = round(ms, 1)
     path.write_text(json.dumps(data, indent=2))
+
+
+def test_hostile_text_round_trips_through_the_shared_url(page, server):  # type: ignore[no-untyped-def]
+    """A shared link carrying markup restores it as plain text in the box and the plot; nothing runs."""
+    hostile = '"><img src=x onerror=window.__pwned=1><script>window.__pwned=2</script> javascript:alert(3)'
+    page.goto(server + "/")
+    wait_ready(page)
+    run_text(page, hostile)
+    want = ticks(page, "y")  # long inputs thin their labels, so compare with the first run's
+    assert want and any("<" in t for t in want)
+    url = page.url
+    assert "<" not in url and ">" not in url and '"' not in url  # percent-encoded
+    page.goto("about:blank")
+    page.goto(url)
+    wait_ready(page)
+    assert page.input_value("#text") == hostile
+    deadline = time.monotonic() + 60
+    while ticks(page, "y") != want and time.monotonic() < deadline:  # the restored text runs by itself
+        time.sleep(0.1)
+    assert ticks(page, "y") == want
+    markup = page.evaluate("document.querySelectorAll('main :is(img, script:not([src]), a[href^=javascript])').length")
+    assert markup == 0
+    assert page.evaluate("window.__pwned === undefined")

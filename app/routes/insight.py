@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,17 +28,20 @@ from app.insight_schemas import (
     StatsResponse,
 )
 from app.registry import ModelRegistry
+from app.responses import LargeBodyResponse
 from app.schemas import AttentionRequest
 from app.service import AttentionResult
 
 router = APIRouter(prefix="/api", tags=["insight"])
 
 
-def _json(payload: dict[str, Any], start: float) -> Response:
-    # Bytes straight from orjson, as /api/attention does: FastAPI's encoder is slow on big matrices.
+async def _respond(start: float, build: Callable[..., dict[str, Any]], *args: Any) -> Response:
+    """Build and serialise the payload in a worker thread (a compare of long texts is tens of MB)."""
+    body = await run_in_threadpool(lambda: dumps(build(*args)))
     elapsed_ms = (time.perf_counter() - start) * 1000
-    return Response(
-        dumps(payload), media_type="application/json", headers={"Server-Timing": f"app;dur={elapsed_ms:.1f}"}
+    # Bytes straight from orjson, as /api/attention does: FastAPI's encoder is slow on big matrices.
+    return LargeBodyResponse(
+        body, media_type="application/json", headers={"Server-Timing": f"app;dur={elapsed_ms:.1f}"}
     )
 
 
@@ -52,7 +55,7 @@ async def stats(req: InsightRequest, registry: RegistryDep, scheduler: Scheduler
     """Each statistic as a `[layer][head]` matrix; the definitions are in the response schema."""
     start = time.perf_counter()
     result = await service.compute(registry, scheduler, req)
-    return _json(await run_in_threadpool(insight_service.stats_payload, result), start)
+    return await _respond(start, insight_service.stats_payload, result)
 
 
 @router.post(
@@ -65,7 +68,7 @@ async def aggregate(req: AggregateRequest, registry: RegistryDep, scheduler: Sch
     """T×T matrices per layer combining the requested `heads`; rollout's formula is in the response schema."""
     start = time.perf_counter()
     result = await service.compute(registry, scheduler, req)
-    return _json(await run_in_threadpool(insight_service.aggregate_payload, result, req.methods), start)
+    return await _respond(start, insight_service.aggregate_payload, result, req.methods)
 
 
 @contextmanager
@@ -124,7 +127,7 @@ async def compare(req: CompareRequest, registry: RegistryDep, scheduler: Schedul
         raise result_a
     if isinstance(result_b, BaseException):
         raise result_b
-    return _json(await run_in_threadpool(insight_service.compare_payload, result_a, result_b, req.view), start)
+    return await _respond(start, insight_service.compare_payload, result_a, result_b, req.view)
 
 
 @router.post(
@@ -149,5 +152,4 @@ async def explain(req: ExplainRequest, registry: RegistryDep) -> Response:
     insight_service.require_custom(engine)  # before tokenizing
     enc = await run_in_threadpool(service.encode, engine, one)
     # One layer on one unpadded input: milliseconds, so it runs beside the batcher rather than through it.
-    payload = await run_in_threadpool(insight_service.explain_payload, engine, enc, req.head)
-    return _json(payload, start)
+    return await _respond(start, insight_service.explain_payload, engine, enc, req.head)

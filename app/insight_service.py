@@ -12,18 +12,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from app import analysis, service
+from app.encoding import round_for_json
 from app.engines import CustomEngine, Encoded, Engine
 from app.errors import APIError
 from app.service import AttentionResult
-
-
-def _round(x: torch.Tensor) -> np.ndarray:
-    """Any float tensor -> float32 array rounded to 4 decimals, like the attention JSON."""
-    return np.ascontiguousarray(torch.round(x.float(), decimals=4).numpy())
 
 
 def tokens_info(engine: Engine, enc: Encoded) -> dict[str, Any]:
@@ -60,7 +55,7 @@ def stats_payload(result: AttentionResult) -> dict[str, Any]:
         "heads": result.heads,
         "cls_positions": cls,
         "sep_positions": sep,
-        "stats": {name: None if value is None else _round(value) for name, value in vars(stats).items()},
+        "stats": {name: None if value is None else round_for_json(value) for name, value in vars(stats).items()},
     }
 
 
@@ -88,7 +83,7 @@ def aggregate_payload(result: AttentionResult, methods: Sequence[str]) -> dict[s
         **tokens_info(result.engine, result.enc),
         "layers": result.layers,
         "heads": result.heads,
-        **{m: _round(agg[m]) if m in agg else None for m in ("mean", "max", "rollout")},
+        **{m: round_for_json(agg[m]) if m in agg else None for m in ("mean", "max", "rollout")},
     }
 
 
@@ -136,9 +131,9 @@ def compare_payload(a: AttentionResult, b: AttentionResult, view: str) -> dict[s
         "aligned": aligned,
         "reason": reason,
         "mismatched_positions": mismatched,
-        "a": {**tokens_info(a.engine, a.enc), "attention": _round(att_a)},
-        "b": {**tokens_info(b.engine, b.enc), "attention": _round(att_b)},
-        "diff": _round(analysis.difference(att_a, att_b)) if aligned else None,
+        "a": {**tokens_info(a.engine, a.enc), "attention": round_for_json(att_a)},
+        "b": {**tokens_info(b.engine, b.enc), "attention": round_for_json(att_b)},
+        "diff": round_for_json(analysis.difference(att_a, att_b)) if aligned else None,
     }
 
 
@@ -149,7 +144,7 @@ def _matrix(name: str, label: str, values: torch.Tensor, columns: str) -> dict[s
     if values.dim() != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(values.shape)}")
     return {"name": name, "label": label, "shape": list(values.shape), "rows": "tokens", "columns": columns,
-            "values": _round(values)}  # fmt: skip
+            "values": round_for_json(values)}  # fmt: skip
 
 
 def require_custom(engine: Engine) -> None:

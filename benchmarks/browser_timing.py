@@ -12,21 +12,13 @@ Medians over a few repetitions, after one warm-up.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 from pathlib import Path
 
-CHROMIUM = os.environ.get("HEADMAP_CHROMIUM", "/usr/bin/chromium")
-#: The same flags as tests/browser/conftest.py: no sandbox in containers, nothing phoning home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `benchmarks` importable
+from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS
+
 TOKENS = 128
 REPS = 5
 

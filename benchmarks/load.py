@@ -21,12 +21,9 @@ import argparse
 import asyncio
 import ipaddress
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `benchmarks` importable
+from benchmarks.harness import headmap_serve
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "looked", "at", "every", "bird", "in", "the", "garden"]
 
@@ -141,46 +139,6 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def own_server(env: dict[str, str]) -> Iterator[str]:
-    """``headmap serve`` on a free 127.0.0.1 port, ready; killed at the end."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"headmap serve exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise SystemExit("headmap serve was not ready within 180 s")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def loopback_only(url: str) -> str:
     host = urlsplit(url).hostname or ""
     try:
@@ -250,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             env["HEADMAP_MAX_QUEUE"] = str(args.max_queue)
         if args.max_concurrency is not None:
             env["HEADMAP_MAX_CONCURRENCY"] = str(args.max_concurrency)
-        with own_server(env) as url:
-            rows = asyncio.run(measure(url, args))
+        with headmap_serve(env, log_level="error") as srv:
+            rows = asyncio.run(measure(srv.url, args))
     print(
         f"\nMix: {len(MIX)} request kinds cycled (benchmarks/load.py `MIX`); CPUs: {os.cpu_count()}; "
         f"{'no backoff' if args.no_backoff else 'clients wait Retry-After after a 503'}.\n"

@@ -13,9 +13,6 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,16 +32,11 @@ from app.main import create_app
 from app.middleware import inline_script_hashes
 from app.registry import ModelRegistry
 from app.settings import Settings
+from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS, free_port, headmap_serve
 
-ROOT = Path(__file__).resolve().parent.parent
+MINILM_ONLY = {"HEADMAP_BUILTIN_MODELS": "minilm"}
 TEXT = "The cat sat on the mat because it was tired."
 ERROR_KEYS = {"error", "detail"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bare_app(**overrides: Any) -> FastAPI:
@@ -77,42 +69,6 @@ def uvicorn_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
-
-
-@contextmanager
-def headmap_serve(log_level: str = "warning", **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
-    """A real ``headmap serve`` subprocess on a free loopback port, once /readyz is 200.
-
-    Yields the process, its base URL and the file its log (stderr) goes to.
-    """
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="headmap-serve-", suffix=".log")[1])
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", log_level],
-            cwd=ROOT,
-            env={**os.environ, "HEADMAP_BUILTIN_MODELS": "minilm", **env},
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"headmap serve exited: {log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "headmap serve not ready in 120 s"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield proc, url, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
-        log.unlink(missing_ok=True)
 
 
 def is_error(r: httpx.Response, status: int, error: str | None = None) -> bool:
@@ -441,7 +397,8 @@ def test_healthz_fast_while_inference_saturates_the_cores(record_property: Any) 
     """
     text = " ".join(["attention"] * 250)  # ~250 tokens: ~0.2 s of forward pass each
     body = {"text": text, "encoding": "compact", "layers": [0], "heads": [0]}  # full pass, small reply
-    with headmap_serve() as (proc, url, _):
+    with headmap_serve(MINILM_ONLY) as srv:
+        proc, url = srv.proc, srv.url
         inference: list[float] = []
 
         async def run() -> tuple[list[float], int, float, float]:
@@ -493,13 +450,15 @@ def test_healthz_fast_while_inference_saturates_the_cores(record_property: Any) 
 
 
 @pytest.mark.slow
-def test_sigterm_lets_in_flight_request_finish() -> None:
+def test_sigterm_lets_in_flight_request_finish(tmp_path: Path) -> None:
     """SIGTERM mid-request: the response still arrives whole, then the server shuts down and exits.
 
     uvicorn re-raises the signal once its graceful shutdown is done (so a supervisor sees "ended by
     SIGTERM"), hence exit status 0 or -SIGTERM; the log shows the shutdown ran to completion.
     """
-    with headmap_serve(log_level="info") as (proc, url, log):
+    with headmap_serve(MINILM_ONLY, log=tmp_path / "serve.log", log_level="info") as srv:
+        proc, url, log = srv.proc, srv.url, srv.log
+        assert log is not None
         result: dict[str, Any] = {}
 
         def long_request() -> None:
@@ -532,11 +491,8 @@ def test_serve_binds_loopback_by_default() -> None:
         assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs {CHROMIUM}")
 def test_csp_holds_in_chromium(registry: ModelRegistry) -> None:
     """In a real browser: Swagger UI runs under the hashed CSP, and neither page trips the policy."""
     from playwright.sync_api import sync_playwright
@@ -544,7 +500,7 @@ def test_csp_holds_in_chromium(registry: ModelRegistry) -> None:
     app = bare_app()
     with uvicorn_thread(app) as url, sync_playwright() as p:
         app.state.registry = registry
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             for path, ready in (("/docs", ".swagger-ui .opblock"), ("/", "body")):
                 page = browser.new_page()

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 from app.cli import main
 from app.encoding import dequantise
 from app.report import PLOTLY_JS
+from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS
 
 HOSTILE = "The cat <img src=x onerror=alert(1)> sat </script><script>alert(2)</script> on the mat."
 
@@ -114,19 +114,13 @@ def test_render_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "cannot write" in capsys.readouterr().err
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
 @pytest.mark.browser
 def test_report_draws_offline_in_chromium(report: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    executable = _chromium()
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
     with sync_api.sync_playwright() as p:
-        try:
-            browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        except Exception as exc:  # no browser on this machine
-            pytest.skip(f"Chromium not available: {exc}")
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page()
         problems: list[str] = []
         page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)

@@ -7,84 +7,25 @@ string in the page) is refused: waits poll ``page.evaluate`` from Python instead
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-CHROMIUM = os.environ.get("HEADMAP_CHROMIUM", "/usr/bin/chromium")
+from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS, headmap_serve
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="package")
 def server() -> Iterator[str]:
-    """Base URL of the real app (minilm + custom) in a uvicorn subprocess on a free loopback port."""
-    port = _free_port()
-    log = ARTIFACTS / "browser-server.log"
+    """Base URL of the real app (minilm + custom) in a ``headmap serve`` subprocess on a free loopback port."""
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "timings.json").unlink(missing_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=Path(__file__).resolve().parents[2],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server not ready after 180 s; see {log}")
-                time.sleep(0.2)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with headmap_serve(log=ARTIFACTS / "browser-server.log") as srv:
+        yield srv.url
 
 
 # Package scope: Playwright's sync API keeps an event loop running in this thread until it stops,

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app import service
 from app.deps import RegistryDep, SchedulerDep
 from app.errors import error_responses
-from app.responses import LargeBodyResponse
+from app.responses import timed_json
 from app.schemas import AttentionRequest, AttentionResponse, ModelInfo, ModelList
 
 router = APIRouter(prefix="/api", tags=["attention"])
@@ -29,11 +29,7 @@ async def attention(req: AttentionRequest, registry: RegistryDep, scheduler: Sch
     result = await service.compute(registry, scheduler, req)
     body = await run_in_threadpool(service.render, result, req.encoding)
     del result  # the weights (75 MB at 512 tokens) are in the body now; free them before sending
-    elapsed_ms = (time.perf_counter() - start) * 1000
-    # Bytes are written directly: FastAPI's encoder would take seconds on a million floats.
-    return LargeBodyResponse(
-        body, media_type="application/json", headers={"Server-Timing": f"app;dur={elapsed_ms:.1f}"}
-    )
+    return timed_json(body, start)
 
 
 @router.get("/models", response_model=ModelList, summary="Models that are loaded and serving")

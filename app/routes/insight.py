@@ -28,7 +28,7 @@ from app.insight_schemas import (
     StatsResponse,
 )
 from app.registry import ModelRegistry
-from app.responses import LargeBodyResponse
+from app.responses import timed_json
 from app.schemas import AttentionRequest
 from app.service import AttentionResult
 
@@ -37,12 +37,7 @@ router = APIRouter(prefix="/api", tags=["insight"])
 
 async def _respond(start: float, build: Callable[..., dict[str, Any]], *args: Any) -> Response:
     """Build and serialise the payload in a worker thread (a compare of long texts is tens of MB)."""
-    body = await run_in_threadpool(lambda: dumps(build(*args)))
-    elapsed_ms = (time.perf_counter() - start) * 1000
-    # Bytes straight from orjson, as /api/attention does: FastAPI's encoder is slow on big matrices.
-    return LargeBodyResponse(
-        body, media_type="application/json", headers={"Server-Timing": f"app;dur={elapsed_ms:.1f}"}
-    )
+    return timed_json(await run_in_threadpool(lambda: dumps(build(*args))), start)
 
 
 @router.post(

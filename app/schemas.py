@@ -52,7 +52,7 @@ class AttentionRequest(BaseModel):
     encoding: Literal["json", "compact"] = Field(
         "json",
         description=(
-            "`json`: `attention` holds nested float lists rounded to 4 decimals (error <= 5e-5). "
+            "`json`: `attention` holds nested float lists written with 4 decimals (error <= 5e-5), 7 bytes per weight. "
             "`compact`: `attention` is null and `attention_compact` holds base64 uint8 levels "
             "(weight = byte / 255, error <= 0.002), about 1.33 bytes per weight."
         ),

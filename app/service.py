@@ -6,10 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from app.encoding import compact_tensor, dumps, round_for_json
+from app.encoding import Weights, compact_tensor, dumps
 from app.engines import Encoded, Engine, TooLong
 from app.errors import APIError
 from app.inference import Scheduler
@@ -82,7 +83,8 @@ def select(attn: torch.Tensor, layers: list[int], heads: list[int]) -> torch.Ten
     if heads != list(range(attn.shape[1])):
         attn = attn[:, heads]
     # A NaN or inf anywhere makes the sum non-finite: one reduction instead of a full isfinite pass.
-    if not math.isfinite(float(attn.sum())):
+    # NumPy, not torch: torch would start its own intra-op threads beside the batch's forward pass.
+    if not math.isfinite(float(np.sum(attn.numpy()))):
         raise APIError(422, "non_finite_attention", "The model produced NaN or infinite weights for this input.")
     return attn
 
@@ -104,11 +106,8 @@ def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionRes
     return AttentionResult(engine, enc, layers, heads, attn)
 
 
-def payload(result: AttentionResult, encoding: str = "json", consume: bool = False) -> dict[str, Any]:
-    """The ``AttentionResponse`` dict; ``attention`` stays a NumPy array for ``encoding.dumps``.
-
-    ``consume`` lets the JSON rounding overwrite ``result.attention`` to save a full copy.
-    """
+def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
+    """The ``AttentionResponse`` dict; ``attention`` stays ``Weights`` (a tensor view) for ``encoding.dumps``."""
     attn = select(result.attention, result.layers, result.heads)  # (l, h, T, T)
     enc = result.enc
     return {
@@ -121,12 +120,12 @@ def payload(result: AttentionResult, encoding: str = "json", consume: bool = Fal
         "segments": enc.segments,
         "layers": result.layers,
         "heads": result.heads,
-        "attention": round_for_json(attn, inplace=consume) if encoding == "json" else None,
+        "attention": Weights(attn) if encoding == "json" else None,
         "attention_compact": compact_tensor(attn) if encoding == "compact" else None,
         "truncated": enc.truncated,
     }
 
 
 def render(result: AttentionResult, encoding: str = "json") -> bytes | memoryview:
-    """Response body bytes (blocking: call from a worker thread). ``result.attention`` is spent afterwards."""
-    return dumps(payload(result, encoding, consume=True))
+    """Response body bytes (blocking: call from a worker thread)."""
+    return dumps(payload(result, encoding))

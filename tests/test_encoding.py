@@ -1,4 +1,4 @@
-"""Response encodings: chunked JSON equals one-shot JSON; compact levels round-trip."""
+"""Response encodings: table-written JSON against NumPy rounding; compact levels round-trip."""
 
 from __future__ import annotations
 
@@ -6,20 +6,50 @@ import json
 
 import numpy as np
 import orjson
+import pytest
 import torch
 
-from app.encoding import CHUNKED_ABOVE, compact_tensor, dequantise, dumps, quantise, round_for_json
+from app.encoding import Weights, compact_tensor, dequantise, dumps, quantise, round_for_json
 
 
-def test_chunked_json_equals_one_shot() -> None:
+def _check_weights_json(attn: torch.Tensor) -> None:
+    """``dumps`` of ``Weights(attn)`` parses back to ``attn`` rounded to 4 places (float64 NumPy reference)."""
+    body = bytes(dumps({"model": "m", "attention": Weights(attn), "truncated": False}))
+    parsed = json.loads(body)
+    assert parsed["model"] == "m" and parsed["truncated"] is False
+    got = np.array(parsed["attention"], dtype=np.float64)
+    exact = attn.double().numpy()
+    assert got.shape == exact.shape
+    ref = np.round(exact, 4)
+    # Only exact ties (x * 1e4 ending in .5 within float32 error) may round the other way.
+    off = got != ref
+    assert np.all(np.abs(np.abs(exact[off] * 1e4 % 1) - 0.5) < 1e-3), exact[off][:5]
+    assert np.abs(got - exact).max() <= 5e-5 + 1e-7
+
+
+def test_weights_json_matches_numpy_rounding() -> None:
     gen = torch.Generator().manual_seed(0)
-    attn = torch.rand((3, 4, 300, 300), generator=gen).softmax(-1)  # (L, H, T, T), above the threshold
-    assert attn.numel() > CHUNKED_ABOVE
-    payload = {"model": "m", "tokens": ["a"] * 300, "attention": round_for_json(attn), "truncated": False}
-    chunked = dumps(payload)
-    assert isinstance(chunked, memoryview)
-    one_shot = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    assert json.loads(bytes(chunked)) == json.loads(one_shot)
+    for shape in [(1, 1, 1, 1), (2, 3, 7, 7), (3, 4, 300, 300), (6, 12, 33, 33), (4, 5), (2, 2, 2, 3, 4)]:
+        _check_weights_json((torch.randn(shape, generator=gen) * 4).softmax(-1))
+    edge = torch.tensor([[0.0, 1.0, 0.5, 0.99995, 0.00004999, -1e-9, 1.0000001, 0.12345678]])  # (1, 8)
+    body = json.loads(bytes(dumps({"attention": Weights(edge)})))
+    assert body["attention"] == [[0.0, 1.0, 0.5, 1.0, 0.0, 0.0, 1.0, 0.1235]]
+
+
+def test_weights_json_of_a_strided_batch_view() -> None:
+    """The engine hands out (L, H, T, T) views into a padded (L, B, H, T_max, T_max) batch."""
+    batch = torch.rand((2, 3, 4, 9, 9)).softmax(-1)
+    view = batch[:, 1, :, :6, :6]
+    assert not view.is_contiguous()
+    assert bytes(dumps({"attention": Weights(view)})) == bytes(dumps({"attention": Weights(view.contiguous())}))
+    _check_weights_json(view)
+
+
+def test_weights_json_rejects_nan() -> None:
+    attn = torch.full((1, 1, 2, 2), 0.5)
+    attn[0, 0, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        dumps({"attention": Weights(attn)})
 
 
 def test_json_rounding_is_within_half_a_unit() -> None:

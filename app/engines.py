@@ -222,7 +222,7 @@ def load_hf(name: str, path: Path, description: str | None = None) -> HFEngine:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model is noise in a server's log
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a progress bar is noise in a server log
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -6,11 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from app.encoding import Weights, compact_tensor, dumps
+from app.encoding import CompactWeights, Weights, dumps
 from app.engines import Encoded, Engine, TooLong
 from app.errors import APIError
 from app.inference import Scheduler
@@ -83,8 +82,7 @@ def select(attn: torch.Tensor, layers: list[int], heads: list[int]) -> torch.Ten
     if heads != list(range(attn.shape[1])):
         attn = attn[:, heads]
     # A NaN or inf anywhere makes the sum non-finite: one reduction instead of a full isfinite pass.
-    # NumPy, not torch: torch would start its own intra-op threads beside the batch's forward pass.
-    if not math.isfinite(float(np.sum(attn.numpy()))):
+    if not math.isfinite(float(attn.sum())):
         raise APIError(422, "non_finite_attention", "The model produced NaN or infinite weights for this input.")
     return attn
 
@@ -121,7 +119,7 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
         "layers": result.layers,
         "heads": result.heads,
         "attention": Weights(attn) if encoding == "json" else None,
-        "attention_compact": compact_tensor(attn) if encoding == "compact" else None,
+        "attention_compact": CompactWeights(attn) if encoding == "compact" else None,
         "truncated": enc.truncated,
     }
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import torch
 
-from app.encoding import Weights, compact_tensor, dequantise, dumps, quantise, round_for_json
+from app.encoding import CompactWeights, Weights, compact_tensor, dequantise, dumps, quantise, round_for_json
 
 
 def _check_weights_json(attn: torch.Tensor) -> None:
@@ -65,3 +65,20 @@ def test_compact_levels() -> None:
     packed = compact_tensor(attn)
     assert packed["shape"] == [1, 1, 1, 5]
     assert np.abs(dequantise(packed) - attn.numpy()).max() <= 1 / 510 + 1e-6
+
+
+def test_compact_weights_write_the_compact_tensor() -> None:
+    attn = torch.rand((2, 3, 6, 6)).softmax(-1)
+    body = json.loads(bytes(dumps({"model": "m", "attention": None, "attention_compact": CompactWeights(attn)})))
+    assert body["attention_compact"] == compact_tensor(attn)
+    assert body["model"] == "m" and body["attention"] is None
+    assert np.abs(dequantise(body["attention_compact"]) - attn.numpy()).max() <= 1 / 510 + 1e-6
+
+
+def test_dumps_splices_several_values_and_empty_weights() -> None:
+    attn = torch.rand((1, 2, 3, 3)).softmax(-1)
+    empty = torch.zeros((1, 2, 0, 0))
+    body = json.loads(bytes(dumps({"a": Weights(attn), "b": CompactWeights(attn), "c": Weights(empty)})))
+    assert set(body) == {"a", "b", "c"}
+    assert np.abs(np.array(body["a"]) - attn.numpy()).max() <= 5e-5 + 1e-7
+    assert body["c"] == [[[], []]]

@@ -11,7 +11,8 @@ const signed = (v) => `${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}`;
 export class CompareView {
   /**
    * @param {import("./tooltip.js").Tooltip} tooltip
-   * @param {() => void} onSubmit the user asked for a comparison (main.js redraws)
+   * @param {(inputs: {a: string, am: string, b: string, bm: string}) => void} onSubmit the user asked
+   *   for a comparison (main.js puts it in the URL and redraws)
    */
   constructor(tooltip, onSubmit) {
     const $ = (id) => document.getElementById(id);
@@ -36,7 +37,8 @@ export class CompareView {
     this.form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       this.submit();
-      onSubmit();
+      const { a, b } = this.inputs;
+      onSubmit({ a: a.text, am: a.model, b: b.text, bm: b.model });
     });
     this.form.addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
@@ -65,6 +67,24 @@ export class CompareView {
     this.textA.value = request.text;
     if (this.models.some((m) => m.name === request.model)) this.modelA.value = this.modelB.value = request.model;
     this.truncate = request.truncate;
+  }
+
+  /**
+   * Take the inputs of a shared link ({a, am, b, bm}, from the URL) as if the user had compared them,
+   * and return them as taken: a model this server does not serve keeps the current choice.
+   */
+  restore(cmp) {
+    const cur = this.inputs;
+    const same = cur && cur.a.text === cmp.a && cur.b.text === cmp.b && cur.a.model === cmp.am && cur.b.model === cmp.bm;
+    if (!same) {
+      this.textA.value = cmp.a;
+      this.textB.value = cmp.b;
+      if (this.info(cmp.am)) this.modelA.value = cmp.am;
+      if (this.info(cmp.bm)) this.modelB.value = cmp.bm;
+      this.submit();
+    }
+    const { a, b } = this.inputs;
+    return { a: a.text, am: a.model, b: b.text, bm: b.model };
   }
 
   submit() {

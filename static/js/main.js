@@ -47,7 +47,10 @@ const stats = new StatsView(tooltip, openHead, (stat) => {
   state.stat = stat;
   update({ grid: false });
 });
-const compare = new CompareView(tooltip, () => update({ grid: false }));
+const compare = new CompareView(tooltip, (cmp) => {
+  state.cmp = cmp;
+  update({ grid: false });
+});
 const explain = new ExplainView(tooltip, (model) => {
   controls.model.value = model;
   controls.syncModelInfo();
@@ -149,6 +152,7 @@ async function render() {
   } else if (state.view === "stats") {
     await stats.show({ request: data.request, stat: state.stat, scale: state.scale, selected: { layer: state.layer, head: state.head } });
   } else if (state.view === "compare") {
+    if (state.cmp) state.cmp = compare.restore(state.cmp);
     compare.prefill(data.request);
     await compare.show(state);
   } else if (state.view === "explain") {

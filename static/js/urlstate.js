@@ -1,5 +1,6 @@
 // The view, encoded in the URL fragment (never sent to the server, so shared text stays out of logs).
 // Example: #text=The+cat+sat&model=minilm&view=head&agg=mean&layer=2&head=5&hide=1&merge=1&scale=viridis&range=one&stat=distance
+// A comparison adds its inputs: &a=The+cat+sat&am=minilm&b=The+dog+sat&bm=minilm
 
 import { isScale } from "./colors.js";
 import { DEFAULT_STAT, isStat } from "./stats.js";
@@ -17,6 +18,7 @@ export const DEFAULTS = Object.freeze({
   scale: "blues",
   range: "max",
   stat: DEFAULT_STAT,
+  cmp: null, // {a, am, b, bm}: the compare tab's texts and models, once the user has compared
 });
 
 const VIEWS = ["head", "model", "stats", "compare", "explain"];
@@ -45,8 +47,10 @@ export function parseState(hash) {
     scale: isScale(p.get("scale")) ? p.get("scale") : DEFAULTS.scale,
     range: pick("range", RANGES),
     stat: isStat(p.get("stat")) ? p.get("stat") : DEFAULTS.stat,
+    cmp: p.has("b") ? { a: p.get("a") ?? "", am: p.get("am") || null, b: p.get("b"), bm: p.get("bm") || null } : null,
   };
 }
+
 
 /** The fragment for a state ('#' included). */
 export function formatState(s) {
@@ -63,6 +67,12 @@ export function formatState(s) {
   if (s.scale !== DEFAULTS.scale) p.set("scale", s.scale);
   if (s.range !== DEFAULTS.range) p.set("range", s.range);
   if (s.stat && s.stat !== DEFAULTS.stat) p.set("stat", s.stat);
+  if (s.cmp) {
+    p.set("a", s.cmp.a);
+    if (s.cmp.am) p.set("am", s.cmp.am);
+    p.set("b", s.cmp.b);
+    if (s.cmp.bm) p.set("bm", s.cmp.bm);
+  }
   return `#${p.toString()}`;
 }
 

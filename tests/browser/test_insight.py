@@ -232,6 +232,33 @@ def test_compare_diff_is_a_minus_b(page, server):  # type: ignore[no-untyped-def
     assert np.abs(plot_z(page, "#cmp-plot-diff")).max() <= 1e-3
 
 
+def test_compare_link_round_trips(page, server):  # type: ignore[no-untyped-def]
+    """Compare puts both texts and models in the URL; opening that link shows the same comparison."""
+    from urllib.parse import parse_qs
+
+    a, b = "The nurse said he was late.", "The nurse said she was late."
+    page.goto(server + "/#view=compare&layer=1&head=3")
+    wait_ready(page)
+    compare(page, a, b, "minilm", "minilm")
+    wait_status(page, "compare-view", "ready")
+    fragment = parse_qs(page.evaluate("location.hash").lstrip("#"))
+    assert (fragment["a"], fragment["b"], fragment["am"], fragment["bm"]) == ([a], [b], ["minilm"], ["minilm"])
+    link = page.evaluate("location.href")
+
+    fresh = page.context.new_page()
+    fresh.goto(link)
+    wait_status(fresh, "compare-view", "ready")
+    assert fresh.input_value("#cmp-a-text") == a and fresh.input_value("#cmp-b-text") == b
+    att_a, att_b = attention(server, a), attention(server, b)
+    np.testing.assert_allclose(plot_z(fresh, "#cmp-plot-diff"), att_a[1, 3] - att_b[1, 3], atol=2.5e-4)
+    # A link naming a model this server lacks falls back to the current choice instead of failing.
+    fresh.goto(link.replace("bm=minilm", "bm=nope") + "&x=1")
+    fresh.reload()
+    wait_status(fresh, "compare-view", "ready")
+    assert fresh.input_value("#cmp-b-model") == "minilm"
+    fresh.close()
+
+
 def test_compare_says_when_tokens_do_not_align(page, server):  # type: ignore[no-untyped-def]
     a, b = "The doctor said he was tired.", "The old doctor said that she was very tired."
     page.goto(server + "/#view=compare")

@@ -2,8 +2,8 @@
 
 ``json``: each weight in [0, 1] is written with exactly ``JSON_DECIMALS`` places ("0.0132") by
 looking its rounded value up in a table of the 10,001 possible strings: one vectorised gather per
-head instead of a float-to-text conversion per weight. 7 bytes a weight (separator included),
-against ~20 for ``json.dumps(tensor.tolist())``.
+matrix (or one for a whole short input) instead of a float-to-text conversion per weight. 7 bytes a
+weight (separator included), against ~20 for ``json.dumps(tensor.tolist())``.
 ``compact``: weights quantised to uint8 levels (byte / 255) and base64-encoded: 1.33 bytes a weight.
 Other arrays (statistics, differences) go through orjson straight from the NumPy buffer.
 """

@@ -37,8 +37,7 @@ export class CompareView {
     this.form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       this.submit();
-      const { a, b } = this.inputs;
-      onSubmit({ a: a.text, am: a.model, b: b.text, bm: b.model });
+      onSubmit(this.linkInputs());
     });
     this.form.addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
@@ -74,15 +73,19 @@ export class CompareView {
    * and return them as taken: a model this server does not serve keeps the current choice.
    */
   restore(cmp) {
-    const cur = this.inputs;
-    const same = cur && cur.a.text === cmp.a && cur.b.text === cmp.b && cur.a.model === cmp.am && cur.b.model === cmp.bm;
-    if (!same) {
+    const cur = this.inputs && this.linkInputs();
+    if (!cur || ["a", "am", "b", "bm"].some((key) => cur[key] !== cmp[key])) {
       this.textA.value = cmp.a;
       this.textB.value = cmp.b;
       if (this.info(cmp.am)) this.modelA.value = cmp.am;
       if (this.info(cmp.bm)) this.modelB.value = cmp.bm;
       this.submit();
     }
+    return this.linkInputs();
+  }
+
+  /** The compared inputs as the URL holds them: {a, am, b, bm}. */
+  linkInputs() {
     const { a, b } = this.inputs;
     return { a: a.text, am: a.model, b: b.text, bm: b.model };
   }

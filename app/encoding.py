@@ -41,14 +41,9 @@ def quantise(attn: torch.Tensor) -> np.ndarray:
 
 
 def compact_tensor(attn: torch.Tensor) -> dict[str, Any]:
-    """The ``CompactTensor`` schema for ``attn`` of shape (L, H, T, T)."""
-    levels = quantise(attn)
-    return {
-        "dtype": "uint8",
-        "shape": list(levels.shape),
-        "scale": 1.0 / COMPACT_LEVELS,
-        "data": binascii.b2a_base64(levels.data, newline=False).decode("ascii"),
-    }
+    """The ``CompactTensor`` schema for ``attn`` of shape (L, H, T, T), as a dict (data a str)."""
+    packed = CompactWeights(attn)
+    return {**packed.fields, "data": packed.data.decode("ascii")}
 
 
 class CompactWeights:
@@ -57,15 +52,15 @@ class CompactWeights:
 
     def __init__(self, attn: torch.Tensor) -> None:
         levels = quantise(attn)
-        fields = {"dtype": "uint8", "shape": list(levels.shape), "scale": 1.0 / COMPACT_LEVELS, "data": ""}
-        self._head = orjson.dumps(fields)[:-2]  # ends with "data":" (the empty string's closing quote cut)
-        self._data = binascii.b2a_base64(levels.data, newline=False)
+        self.fields = {"dtype": "uint8", "shape": list(levels.shape), "scale": 1.0 / COMPACT_LEVELS}
+        self.data = binascii.b2a_base64(levels.data, newline=False)
+        self._head = orjson.dumps({**self.fields, "data": ""})[:-2]  # ends with "data":" (closing quote cut)
 
     def __len__(self) -> int:
-        return len(self._head) + len(self._data) + 2
+        return len(self._head) + len(self.data) + 2
 
     def write(self, out: np.ndarray, pos: int) -> int:
-        for part in (self._head, self._data, b'"}'):
+        for part in (self._head, self.data, b'"}'):
             out[pos : pos + len(part)] = np.frombuffer(part, dtype=np.uint8)
             pos += len(part)
         return pos

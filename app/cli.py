@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from app.settings import Settings
+from .settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -14,7 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from app.main import create_app
+    from .main import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     if args.workers > 1:  # each worker sizes its torch threads to its share of the CPUs
@@ -33,10 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _attention(args: argparse.Namespace) -> int:
-    from app import service
-    from app.errors import APIError
-    from app.registry import ModelRegistry
-    from app.schemas import AttentionRequest
+    from .errors import APIError
+    from .models.registry import ModelRegistry
+    from .schemas.attention import AttentionRequest
+    from .serving import attention as service
 
     settings = Settings(warmup=False)
     registry = ModelRegistry(settings)
@@ -55,10 +55,10 @@ def _attention(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from app.errors import APIError
-    from app.registry import ModelRegistry
-    from app.report import render_report
-    from app.schemas import AttentionRequest
+    from .errors import APIError
+    from .models.registry import ModelRegistry
+    from .report.render import render_report
+    from .schemas.attention import AttentionRequest
 
     registry = ModelRegistry(Settings(warmup=False))
     registry.load_all()

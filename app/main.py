@@ -9,17 +9,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__
-from app.compression import GzipMiddleware
-from app.errors import install_error_handlers
-from app.inference import Scheduler
-from app.middleware import install_middleware
-from app.paths import STATIC_DIR
-from app.registry import ModelRegistry
-from app.routes import api, health, insight, pages
-from app.runtime import configure_threads
-from app.settings import Settings, get_settings
-from app.static_files import CachedStaticFiles
+from . import __version__
+from .models.registry import ModelRegistry
+from .paths import STATIC_DIR
+from .serving.scheduler import Scheduler
+from .serving.threads import configure_threads
+from .settings import Settings, get_settings
+from .web.compression import GzipMiddleware
+from .web.errors import install_error_handlers
+from .web.middleware import install_middleware
+from .web.routes import (
+    api,
+    health,
+    insight,
+    pages,
+)
+from .web.static_files import CachedStaticFiles
 
 log = logging.getLogger("headmap")
 

@@ -68,9 +68,9 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def baselines(reps: int, naive_max: int) -> dict[int, dict[str, float]]:
     """Bare forward pass (with output_attentions) and naive json.dumps, in this process."""
-    from app.registry import ModelRegistry
-    from app.runtime import configure_threads
-    from app.settings import Settings
+    from headmap.models.registry import ModelRegistry
+    from headmap.serving.threads import configure_threads
+    from headmap.settings import Settings
 
     configure_threads(None)
     registry = ModelRegistry(Settings(builtin_models="minilm", warmup=False))

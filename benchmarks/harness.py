@@ -63,7 +63,7 @@ def headmap_serve(
     try:
         command = ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *command],
+            [sys.executable, "-m", "headmap", *command],
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stdout=out,

@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
+from headmap.main import create_app
+from headmap.settings import Settings
 
 
 def wait_ready(client: TestClient, timeout: float = 120.0) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from app import analysis
+from headmap.attention import stats as analysis
 
 # One layer-0 head worked through by hand below (rows sum to 1).
 W = [

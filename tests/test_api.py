@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.encoding import dequantise
+from headmap.serving.encoding import dequantise
 
 TEXT = "The cat sat on the mat because it was tired."
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser, main
+from headmap.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,8 +41,8 @@ def test_serve_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.slow
-def test_wheel_packages_templates_and_static(tmp_path: Path) -> None:
-    """A wheel install must find templates and static files inside the package."""
+def test_wheel_installs_headmap_with_its_resources(tmp_path: Path) -> None:
+    """The wheel holds one top-level package, `headmap` (no `app`), with every subpackage, static and templates."""
     subprocess.run(
         [
             sys.executable,
@@ -60,18 +60,23 @@ def test_wheel_packages_templates_and_static(tmp_path: Path) -> None:
     )
     wheel = next(tmp_path.glob("headmap-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "app/templates/index.html" in names
-    assert "app/main.py" in names
-    assert any(n.startswith("app/static/") for n in names)
+    assert {n.split("/")[0] for n in names} == {"headmap", wheel.name.split("-py3")[0] + ".dist-info"}
+    # Every package folder in the checkout is in the wheel (pyproject lists them by hand).
+    for init in (ROOT / "app").rglob("__init__.py"):
+        assert "headmap/" + init.relative_to(ROOT / "app").as_posix() in names
+    for folder in ("static", "templates"):
+        for f in (ROOT / folder).rglob("*"):
+            if f.is_file():
+                assert f"headmap/{folder}/" + f.relative_to(ROOT / folder).as_posix() in names
     # Unpacked on its own (no checkout beside it), the package resolves its resource dirs inside itself.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     out = subprocess.run(
-        [sys.executable, "-c", "import app.paths as p; print(p.TEMPLATES_DIR); print(p.STATIC_DIR)"],
+        [sys.executable, "-c", "import headmap.paths as p; print(p.TEMPLATES_DIR); print(p.STATIC_DIR)"],
         cwd=tmp_path,
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    assert out == [str(target / "app" / "templates"), str(target / "app" / "static")]
+    assert out == [str(target / "headmap" / "templates"), str(target / "headmap" / "static")]

@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-import app.responses
-from app.compression import GzipMiddleware
-from app.responses import LargeBodyResponse
+import headmap.web.responses as responses_module
+from headmap.web.compression import GzipMiddleware
+from headmap.web.responses import LargeBodyResponse
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ async def test_gzip_rules(path: str, accept: str, compressed: bool) -> None:
 @pytest.mark.parametrize(("n", "compressed"), [(5000, True), (300_000, False)])
 async def test_sliced_bodies(monkeypatch: pytest.MonkeyPatch, n: int, compressed: bool) -> None:
     """A body sent in many slices is gathered and compressed when small enough, else passed on intact."""
-    monkeypatch.setattr(app.responses, "SLICE", 777)
+    monkeypatch.setattr(responses_module, "SLICE", 777)
     r = await fetch(make_app(maximum=200_000), f"/sliced/{n}")
     assert (r.headers.get("content-encoding") == "gzip") is compressed
     body = gzip.decompress(r.raw_body) if compressed else r.raw_body  # type: ignore[attr-defined]

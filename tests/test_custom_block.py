@@ -10,10 +10,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.custom_block import SelfAttention, init_random
-from app.engines import CustomEngine, HFEngine, make_custom
-from app.registry import ModelRegistry
-from app.settings import Settings
+from headmap.models.custom import CustomEngine, make_custom
+from headmap.models.hf import HFEngine
+from headmap.models.registry import ModelRegistry
+from headmap.models.textbook import SelfAttention, init_random
+from headmap.settings import Settings
 
 TEXTS = ["The cat sat on the mat because it was tired.", "Attention is all you need, they said."]
 

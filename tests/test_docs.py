@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.settings import Settings
+from headmap.settings import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -9,7 +9,15 @@ import orjson
 import pytest
 import torch
 
-from app.encoding import CompactWeights, Weights, compact_tensor, dequantise, dumps, quantise, round_for_json
+from headmap.serving.encoding import (
+    CompactWeights,
+    Weights,
+    compact_tensor,
+    dequantise,
+    dumps,
+    quantise,
+    round_for_json,
+)
 
 
 def _check_weights_json(attn: torch.Tensor) -> None:

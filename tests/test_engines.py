@@ -16,7 +16,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.engines import Encoded, Engine, HFEngine, load_hf
+from headmap.models.engine import Encoded, Engine
+from headmap.models.hf import HFEngine, load_hf
 from tests.conftest import TINY_NAMES
 from tests.tiny_models import FAMILIES, HEADS, LAYERS, POSITIONS
 

@@ -8,9 +8,9 @@ import threading
 import pytest
 import torch
 
-from app.errors import APIError
-from app.inference import Scheduler
-from app.settings import Settings
+from headmap.errors import APIError
+from headmap.serving.scheduler import Scheduler
+from headmap.settings import Settings
 
 TEXTS = ["Short one.", "A somewhat longer sentence about a cat.", "Mid length text here.", "x", "The end of it all."]
 

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.insight_schemas import AggregateResponse, CompareResponse, ExplainResponse, StatsResponse
+from headmap.schemas.insight import (
+    AggregateResponse,
+    CompareResponse,
+    ExplainResponse,
+    StatsResponse,
+)
 
 TEXT = "The cat sat on the mat because it was tired."
 ROUND = 5e-5  # 4-decimal rounding of the responses

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from safetensors.numpy import load_file
 from scipy.special import erf
 
-from app.encoding import dequantise
-from app.registry import minilm_path
-from app.settings import Settings
+from headmap.models.registry import minilm_path
+from headmap.serving.encoding import dequantise
+from headmap.settings import Settings
 
 # (text, text_pair): a plain sentence, a sentence pair (token_type_ids 1 on the second segment),
 # and a longer one with subwords and punctuation.

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.paths import STATIC_DIR
-from app.routes import pages
-from app.settings import Settings
+from headmap.main import create_app
+from headmap.paths import STATIC_DIR
+from headmap.settings import Settings
+from headmap.web.routes import pages
 
 JS_DIR = STATIC_DIR / "js"
 

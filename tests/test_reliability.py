@@ -27,12 +27,12 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.encoding import dequantise
-from app.main import create_app
-from app.middleware import inline_script_hashes
-from app.registry import ModelRegistry
-from app.settings import Settings
 from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS, free_port, headmap_serve
+from headmap.main import create_app
+from headmap.models.registry import ModelRegistry
+from headmap.serving.encoding import dequantise
+from headmap.settings import Settings
+from headmap.web.middleware import inline_script_hashes
 
 MINILM_ONLY = {"HEADMAP_BUILTIN_MODELS": "minilm"}
 TEXT = "The cat sat on the mat because it was tired."
@@ -484,7 +484,7 @@ def test_sigterm_lets_in_flight_request_finish(tmp_path: Path) -> None:
 
 
 def test_serve_binds_loopback_by_default() -> None:
-    from app.cli import build_parser
+    from headmap.cli import build_parser
 
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("HOST", raising=False)

@@ -7,8 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from app import runtime
-from app.runtime import configure_threads, cpu_quota, plan_threads, usable_cpus
+from headmap.serving import threads as runtime
+from headmap.serving.threads import (
+    configure_threads,
+    cpu_quota,
+    plan_threads,
+    usable_cpus,
+)
 
 
 def write(path: Path, text: str) -> None:

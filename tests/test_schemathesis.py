@@ -15,8 +15,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from app.main import create_app
-from app.settings import Settings
+from headmap.main import create_app
+from headmap.settings import Settings
 
 CONFIG = {
     "checks": {

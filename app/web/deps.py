@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.inference import Scheduler
-from app.registry import ModelRegistry
-from app.settings import Settings
+from ..models.registry import ModelRegistry
+from ..serving.scheduler import Scheduler
+from ..settings import Settings
 
 
 def get_registry(request: Request) -> ModelRegistry:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
-from app.engines import Engine, HFEngine, load_hf, make_custom
-from app.errors import APIError
-from app.settings import Settings
+from ..errors import APIError
+from ..settings import Settings
+from .custom import make_custom
+from .engine import Engine
+from .hf import HFEngine, load_hf
 
 log = logging.getLogger("headmap")
 

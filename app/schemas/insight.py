@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import EXAMPLE_TEXT, AttentionRequest
+from .attention import EXAMPLE_TEXT, AttentionRequest
 
 Matrix = list[list[float]]
 Kind = Literal["encoder", "decoder", "custom"]

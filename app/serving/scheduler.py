@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from app.engines import Encoded, Engine
-from app.errors import APIError
-from app.settings import Settings
+from ..errors import APIError
+from ..models.engine import Encoded, Engine
+from ..settings import Settings
 
 log = logging.getLogger("headmap")
 

@@ -25,8 +25,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_response
-from app.settings import Settings
+from ..settings import Settings
+from .errors import error_response
 
 
 def csp(script_src: Sequence[str] = ()) -> str:

@@ -8,11 +8,16 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app import service
-from app.deps import RegistryDep, SchedulerDep
-from app.errors import error_responses
-from app.responses import timed_json
-from app.schemas import AttentionRequest, AttentionResponse, ModelInfo, ModelList
+from ...schemas.attention import (
+    AttentionRequest,
+    AttentionResponse,
+    ModelInfo,
+    ModelList,
+)
+from ...serving import attention as service
+from ..deps import RegistryDep, SchedulerDep
+from ..errors import error_responses
+from ..responses import timed_json
 
 router = APIRouter(prefix="/api", tags=["attention"])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.deps import RegistryDep
-from app.schemas import Health, Readiness
+from ...schemas.attention import Health, Readiness
+from ..deps import RegistryDep
 
 router = APIRouter(tags=["health"])
 

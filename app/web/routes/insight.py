@@ -12,12 +12,10 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app import insight_service, service
-from app.deps import RegistryDep, SchedulerDep
-from app.encoding import dumps
-from app.errors import APIError, error_responses
-from app.inference import Scheduler
-from app.insight_schemas import (
+from ...errors import APIError
+from ...models.registry import ModelRegistry
+from ...schemas.attention import AttentionRequest
+from ...schemas.insight import (
     AggregateRequest,
     AggregateResponse,
     CompareRequest,
@@ -27,10 +25,14 @@ from app.insight_schemas import (
     InsightRequest,
     StatsResponse,
 )
-from app.registry import ModelRegistry
-from app.responses import timed_json
-from app.schemas import AttentionRequest
-from app.service import AttentionResult
+from ...serving import attention as service
+from ...serving import insight as insight_service
+from ...serving.attention import AttentionResult
+from ...serving.encoding import dumps
+from ...serving.scheduler import Scheduler
+from ..deps import RegistryDep, SchedulerDep
+from ..errors import error_responses
+from ..responses import timed_json
 
 router = APIRouter(prefix="/api", tags=["insight"])
 

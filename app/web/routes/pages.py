@@ -11,10 +11,16 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from app import __version__
-from app.paths import STATIC_DIR, TEMPLATES_DIR
-from app.schemas import EXAMPLE_TEXT
-from app.static_files import IMMUTABLE, REVALIDATE, CachedStaticFiles, asset_version, file_response
+from ... import __version__
+from ...paths import STATIC_DIR, TEMPLATES_DIR
+from ...schemas.attention import EXAMPLE_TEXT
+from ..static_files import (
+    IMMUTABLE,
+    REVALIDATE,
+    CachedStaticFiles,
+    asset_version,
+    file_response,
+)
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
@@ -59,7 +65,7 @@ async def plotly_js(request: Request) -> Response:
 async def swagger_asset(name: str) -> FileResponse:
     allowed = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon.png": "image/png"}
     if name not in allowed:
-        from app.errors import APIError
+        from ...errors import APIError
 
         raise APIError(404, "not_found", f"No such asset {name[:80]!r}.")
     return FileResponse(SWAGGER_DIR / name, media_type=allowed[name], headers=_CACHE)

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 import torch
 
-from app.schemas import COMPACT_LEVELS, JSON_DECIMALS
+from ..schemas.attention import COMPACT_LEVELS, JSON_DECIMALS
 
 
 def round_for_json(values: torch.Tensor) -> np.ndarray:

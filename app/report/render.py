@@ -18,12 +18,14 @@ import orjson
 import plotly
 from markupsafe import Markup
 
-from app import __version__, insight_service, service
-from app.encoding import compact_tensor
-from app.insight_schemas import HeadStatistics
-from app.paths import TEMPLATES_DIR
-from app.registry import ModelRegistry
-from app.schemas import AttentionRequest
+from .. import __version__
+from ..models.registry import ModelRegistry
+from ..paths import TEMPLATES_DIR
+from ..schemas.attention import AttentionRequest
+from ..schemas.insight import HeadStatistics
+from ..serving import attention as service
+from ..serving import insight as insight_service
+from ..serving.encoding import compact_tensor
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 

@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from app.encoding import CompactWeights, Weights, dumps
-from app.engines import Encoded, Engine, TooLong
-from app.errors import APIError
-from app.inference import Scheduler
-from app.registry import ModelRegistry
-from app.schemas import AttentionRequest
+from ..errors import APIError
+from ..models.engine import Encoded, Engine, TooLong
+from ..models.registry import ModelRegistry
+from ..schemas.attention import AttentionRequest
+from .encoding import CompactWeights, Weights, dumps
+from .scheduler import Scheduler
 
 
 @dataclass

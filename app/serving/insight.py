@@ -14,11 +14,13 @@ from typing import Any
 
 import torch
 
-from app import analysis, service
-from app.encoding import round_for_json
-from app.engines import CustomEngine, Encoded, Engine
-from app.errors import APIError
-from app.service import AttentionResult
+from ..attention import stats as analysis
+from ..errors import APIError
+from ..models.custom import CustomEngine
+from ..models.engine import Encoded, Engine
+from . import attention as service
+from .attention import AttentionResult
+from .encoding import round_for_json
 
 
 def tokens_info(engine: Engine, enc: Encoded) -> dict[str, Any]:

@@ -1,0 +1,137 @@
+"""The engine interface: text -> ``Encoded`` -> attention. Hugging Face engines and the textbook block implement it.
+
+Every engine exposes the same two steps so the batcher can treat them alike:
+``encode`` (text -> ``Encoded``, thread-safe) and ``forward`` (a batch of ``Encoded`` -> per-item
+attention tensors of shape (L, H, T, T)).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+Kind = Literal["encoder", "decoder", "custom"]
+
+
+class TooLong(Exception):
+    """The input has more tokens than the model's limit and truncation was not asked for."""
+
+    def __init__(self, num_tokens: int, max_tokens: int) -> None:
+        super().__init__(f"{num_tokens} tokens > {max_tokens}")
+        self.num_tokens = num_tokens
+        self.max_tokens = max_tokens
+
+
+@dataclass
+class Encoded:
+    """One tokenized input. Lists are all of length T (tokens, special ones included)."""
+
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+    tokens: list[str]
+    offsets: list[list[int] | None]
+    special: list[bool]
+    unknown: list[bool]
+    segments: list[int]
+    truncated: bool
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class Engine:
+    """A loaded model and its tokenizer. ``forward`` is safe to call from one thread at a time per engine."""
+
+    name: str
+    kind: Kind
+    description: str
+    num_layers: int
+    num_heads: int
+    max_tokens: int
+    tokenizer: Any
+    supports_pair: bool = True
+    _tok_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- tokenizing -----------------------------------------------------------------------------
+    def encode(self, text: str, text_pair: str | None = None, truncate: bool = False) -> Encoded:
+        """Tokenize with offsets. Raises ``TooLong`` if over ``max_tokens`` and not ``truncate``.
+
+        A fast tokenizer is not re-entrant ("Already borrowed"), hence the lock.
+        """
+        with self._tok_lock:
+            full = self._tokenize(text, text_pair, truncation=False)
+            truncated = len(full["input_ids"]) > self.max_tokens
+            if truncated:
+                if not truncate:
+                    raise TooLong(len(full["input_ids"]), self.max_tokens)
+                full = self._tokenize(text, text_pair, truncation=True)
+            ids: list[int] = list(full["input_ids"])
+            tokens = self.tokenizer.convert_ids_to_tokens(ids)
+            seq_ids = full.sequence_ids()
+        added = [bool(s) for s in full["special_tokens_mask"]]  # inserted by the tokenizer, no source text
+        offsets = [None if a else [int(x), int(y)] for (x, y), a in zip(full["offset_mapping"], added, strict=True)]
+        # A "[SEP]" typed in the text becomes the real separator: flag it too, but keep its offsets.
+        special_ids = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}  # [UNK] is text
+        special = [a or i in special_ids for a, i in zip(added, ids, strict=True)]
+        segments, last = [], 0
+        for sid in seq_ids:  # special tokens belong to the segment they close
+            last = sid if sid is not None else last
+            segments.append(last)
+        unk = self.tokenizer.unk_token_id
+        return Encoded(
+            input_ids=ids,
+            token_type_ids=list(full["token_type_ids"]) if "token_type_ids" in full else None,
+            tokens=[str(t) for t in tokens],
+            offsets=offsets,
+            special=special,
+            unknown=[unk is not None and i == unk for i in ids],
+            segments=segments,
+            truncated=truncated,
+        )
+
+    def _tokenize(self, text: str, text_pair: str | None, truncation: bool) -> Any:
+        return self.tokenizer(
+            text,
+            text_pair,
+            truncation="longest_first" if truncation else False,
+            max_length=self.max_tokens if truncation else None,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            return_token_type_ids=None,
+            verbose=False,  # counting an over-long input first is intended, not worth a warning
+        )
+
+    # -- running --------------------------------------------------------------------------------
+    def forward(self, batch: list[Encoded]) -> list[torch.Tensor]:
+        """Run a padded batch; return each item's attention, padding cut away: list of (L, H, T_i, T_i)."""
+        if not batch:
+            return []
+        lengths = [len(e) for e in batch]
+        t_max = max(lengths)
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = 0 if pad_id is None else pad_id
+        ids = torch.full((len(batch), t_max), pad_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(batch), t_max), dtype=torch.long)  # (B, T) 1 = real token
+        types = torch.zeros((len(batch), t_max), dtype=torch.long)  # (B, T)
+        for i, enc in enumerate(batch):
+            n = len(enc)
+            ids[i, :n] = torch.tensor(enc.input_ids)
+            mask[i, :n] = 1
+            if enc.token_type_ids is not None:
+                types[i, :n] = torch.tensor(enc.token_type_ids)
+        with torch.inference_mode():
+            attn = self._attention(ids, mask, types)  # (L, B, H, T, T)
+        if attn.shape[:3] != (self.num_layers, len(batch), self.num_heads) or attn.shape[3:] != (t_max, t_max):
+            raise RuntimeError(
+                f"{self.name}: attention has shape {tuple(attn.shape)}, expected "
+                f"({self.num_layers}, {len(batch)}, {self.num_heads}, {t_max}, {t_max})"
+            )
+        # Right padding leaves real positions untouched; cut each item back to its own length.
+        return [attn[:, i, :, :n, :n] for i, n in enumerate(lengths)]  # each (L, H, T_i, T_i)
+
+    def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

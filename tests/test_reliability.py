@@ -443,7 +443,9 @@ def test_healthz_fast_while_inference_saturates_the_cores(record_property: Any) 
         f"n={len(ms)} p50={p50:.1f} ms p95={p95:.1f} ms max={worst:.1f} ms; inference p50 {inference_p50:.0f} ms; "
         f"server used {cores:.2f} cores, all CPUs {busy:.0%} busy; {done} inferences",
     )
-    assert done > 10 and busy > 0.8  # the cores really were saturated
+    # The server itself kept (most of) a core busy the whole window: the probe really ran under load.
+    # Not a whole-machine figure, which also counts (or misses) whatever else the CI host runs.
+    assert done > 10 and cores > 0.75, (done, cores, busy)
     # A loop blocked by tokenizing, inference or encoding would make the probe wait about as long as
     # a request; answering in a small fraction of that shows it never waits for them.
     assert p50 < inference_p50 / 5, (ms, inference_p50)

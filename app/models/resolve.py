@@ -28,6 +28,9 @@ OPTIONS = ("dtype", "max_tokens")
 # (Sub-folders hold ONNX/OpenVINO exports or sentence-transformers modules, never the AutoModel weights.)
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 IGNORE_PATTERNS = ["*/*"]
+# Older repositories without safetensors: their PyTorch weights, fetched only then (transformers loads
+# them with torch.load(weights_only=True)).
+BIN_PATTERNS = ["pytorch_model*.bin"]
 
 
 class SpecError(ValueError):
@@ -184,6 +187,13 @@ def snapshot(repo_id: str, revision: str | None, *, download: bool, progress: bo
             ignore_patterns=IGNORE_PATTERNS,
             local_files_only=not download,
         )
+        if download and not any(Path(str(folder)).glob("*.safetensors")):
+            folder = snapshot_download(
+                repo_id,
+                revision=Path(str(folder)).name,  # the commit just fetched, even if the branch moves meanwhile
+                allow_patterns=BIN_PATTERNS,
+                ignore_patterns=IGNORE_PATTERNS,
+            )
     except RevisionNotFoundError:
         raise ModelUnavailable(f"{shown}: the hub has no revision {revision!r}") from None
     except GatedRepoError:

@@ -322,3 +322,102 @@ def test_local_folder_of_a_hub_spec_uses_the_snapshot(offline_cache: Path) -> No
     """resolve.local_folder returns the snapshot folder huggingface_hub picked for the revision."""
     spec = parse_spec("x", f"{REPO}@v1")
     assert resolve.local_folder(spec) == offline_cache / "models--tiny-org--tiny-llama" / "snapshots" / COMMIT_V1
+
+
+# -- `headmap models pull` against a stand-in hub on 127.0.0.1 ----------------------------------------------
+
+
+class FakeHub:
+    """The few hub routes snapshot_download uses (repo info, tree listing, resolve), serving files from memory."""
+
+    def __init__(self, repos: dict[str, tuple[str, dict[str, bytes]]]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import unquote, urlsplit
+
+        self.requested: list[str] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for key, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def do_GET(self) -> None:
+                path = unquote(urlsplit(self.path).path)
+                hub.requested.append(path)
+                parts = path.strip("/").split("/")
+                if parts[:2] == ["api", "models"] and len(parts) >= 6:
+                    repo, action = "/".join(parts[2:4]), parts[4]
+                    if repo not in repos:
+                        return self._reply(404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
+                    commit, files = repos[repo]
+                    if action == "revision":
+                        info = {"id": repo, "sha": commit, "siblings": [{"rfilename": f} for f in files]}
+                        return self._reply(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
+                    if action == "tree":
+                        tree = [
+                            {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                            for f, b in files.items()
+                        ]
+                        return self._reply(200, json.dumps(tree).encode(), {"Content-Type": "application/json"})
+                if len(parts) >= 5 and parts[2] == "resolve":
+                    repo, file = "/".join(parts[:2]), "/".join(parts[4:])
+                    commit, files = repos.get(repo, ("", {}))
+                    if file in files:
+                        body = files[file]
+                        etag = f'"{hashlib.sha1(body).hexdigest()}"'
+                        return self._reply(200, body, {"X-Repo-Commit": commit, "ETag": etag})
+                return self._reply(404, b"{}", {"X-Error-Code": "EntryNotFound"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cli_pull_downloads_what_loading_needs(hf_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = hf_cache / "models--tiny-org--tiny-llama" / "snapshots" / COMMIT_MAIN  # files of a real model
+    files = {p.name: p.read_bytes() for p in model.iterdir()}
+    with_extras = {**files, "onnx/model.onnx": b"not needed", "pytorch_model.bin": b"not needed either"}
+    bin_only = {k: v for k, v in files.items() if not k.endswith(".safetensors")}
+    bin_only["pytorch_model.bin"] = b"weights in the old format"
+    hub = FakeHub({REPO: (COMMIT_MAIN, with_extras), "old-org/bin-only": (COMMIT_V1, bin_only)})
+    cache = tmp_path / "cache"
+    try:
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        r = _cli("models", "pull", REPO, "old-org/bin-only", cache=cache, offline=False)
+    finally:
+        hub.close()
+    assert r.returncode == 0, r.stderr
+    snap = cache / "models--tiny-org--tiny-llama" / "snapshots" / COMMIT_MAIN
+    assert f"{REPO}: {snap}" in r.stdout
+    assert (cache / "models--tiny-org--tiny-llama" / "refs" / "main").read_text() == COMMIT_MAIN
+    assert {p.name: p.read_bytes() for p in snap.iterdir()} == files  # no sub-folders, no .bin next to safetensors
+    old = cache / "models--old-org--bin-only" / "snapshots" / COMMIT_V1
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == bin_only  # .bin only when there are no safetensors
+
+    # What was pulled then loads offline, from that cache alone.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    reg = ModelRegistry(Settings(builtin_models="", models=f"x={REPO}", warmup=False))
+    reg.load_all()
+    assert reg.failed == {} and reg.engines["x"].num_kv_heads == 2

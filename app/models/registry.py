@@ -20,7 +20,7 @@ from ..settings import Settings
 from .custom import make_custom
 from .engine import Engine
 from .hf import HFEngine, load_hf
-from .resolve import ModelSpec, local_folder, parse_entries
+from .resolve import ModelSpec, ModelUnavailable, local_folder, parse_entries
 
 log = logging.getLogger("headmap")
 
@@ -101,6 +101,10 @@ class ModelRegistry:
                 engine.max_tokens = cap
             if self.settings.warmup:
                 self._warm(engine)
+        except ModelUnavailable as exc:  # an expected, explained failure: no traceback
+            log.error("model %s is unavailable: %s", name, exc)
+            self._fail(name, str(exc))
+            return None
         except Exception as exc:  # one broken model must not take the others down
             log.exception("model %s failed to load", name)
             self._fail(name, f"{type(exc).__name__}: {exc}")

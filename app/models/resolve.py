@@ -247,6 +247,4 @@ def pull(hub_id: str) -> Path:
     repo_id, revision = parse_hub_id(hub_id)
     if offline():
         raise ModelUnavailable(f"cannot pull {hub_id}: downloads are off (HF_HUB_OFFLINE is set)")
-    folder = snapshot(repo_id, revision, download=True, progress=True)
-    check_no_remote_code(folder)
-    return folder
+    return snapshot(repo_id, revision, download=True, progress=True)  # loading checks for remote code

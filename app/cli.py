@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["HEADMAP_MODELS"] = ",".join([os.environ.get("HEADMAP_MODELS", ""), *args.model]).strip(",")
 
     uvicorn.run(
-        "headmap.main:create_app" if args.workers > 1 else create_app(),
+        "headmap.main:create_app" if args.workers > 1 else create_app(Settings()),  # read now, with --model
         factory=args.workers > 1,
         host=args.host,
         port=args.port,
@@ -83,12 +83,12 @@ def _model_entry(text: str) -> str:
     """argparse type of ``--model NAME=SPEC``: checked now, so a typo fails before any model loads (exit 2)."""
     from .models.resolve import SpecError, parse_entry
 
+    if "," in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: one model per --model (repeat the flag)")
     try:
         parse_entry(text)
     except SpecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if "," in text:
-        raise argparse.ArgumentTypeError(f"{text!r}: one model per --model (repeat the flag)")
     return text.strip()
 
 

@@ -311,6 +311,21 @@ def test_cli_serve_bad_model_flag(hf_cache: Path) -> None:
     assert r.returncode == 2 and "dtype 'float8' is not one of float32, bfloat16" in r.stderr
 
 
+def test_cli_serve_adds_model_flags_to_the_configured_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from headmap import cli
+
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    monkeypatch.setenv("HEADMAP_MODELS", "zh=/models/bert-base-chinese")
+    assert cli.main(["serve", "--model", f"llama={REPO}@v1?dtype=bfloat16", "--model", "zh=/models/other"]) == 0
+    assert len(served) == 1
+    specs, errors = parse_entries(os.environ["HEADMAP_MODELS"])
+    assert errors == {} and specs["zh"].folder == Path("/models/other")  # the flag wins over the environment
+    assert (specs["llama"].repo_id, specs["llama"].revision, specs["llama"].dtype) == (REPO, "v1", "bfloat16")
+
+
 def test_cli_list_shows_the_cache(hf_cache: Path) -> None:
     r = _cli("models", "list", cache=hf_cache)
     assert r.returncode == 0, r.stderr

@@ -59,7 +59,7 @@ class Engine:
     dtype: str  # of the weights: "float32" or "bfloat16"
     num_parameters: int
     can_predict: bool  # the checkpoint has a masked-LM or causal-LM head
-    source: str  # where it came from: a folder, a hub id (org/name@commit) or "built-in"
+    source: str  # where it came from: a folder's name, a hub id (org/name@commit) or "built-in"
     supports_pair: bool = True
     _tok_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -122,7 +122,7 @@ def load_hf(
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         num_parameters=sum(p.numel() for p in model.parameters()),
         can_predict=_can_predict(config),
-        source=source or str(path),
+        source=source or path.name,
         model=model,
         uses_token_types="token_type_ids" in tokenizer.model_input_names,
     )

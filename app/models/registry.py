@@ -41,7 +41,8 @@ def minilm_path(settings: Settings) -> Path:
 def load_spec(spec: ModelSpec) -> HFEngine:
     """Load the model a spec names: resolve its folder (hub cache or local), then apply its options."""
     folder = local_folder(spec)
-    source = str(spec.folder) if spec.folder is not None else f"{spec.repo_id}@{folder.name}"  # the snapshot's commit
+    # A folder by its name only (clients need not learn the server's paths); a hub id with the snapshot's commit.
+    source = spec.folder.name if spec.folder is not None else f"{spec.repo_id}@{folder.name}"
     engine = load_hf(spec.name, folder, dtype=spec.dtype, source=source)
     if spec.max_tokens is not None:
         if spec.max_tokens > engine.max_tokens:

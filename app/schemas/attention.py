@@ -124,7 +124,7 @@ class ModelInfo(BaseModel):
         examples=[False],
     )
     source: str = Field(
-        description="Where it was loaded from: `built-in`, a folder, or a hub id with the snapshot's commit.",
+        description="Where it was loaded from: `built-in`, a folder's name, or a hub id with the snapshot's commit.",
         examples=["Qwen/Qwen2.5-0.5B@060db6499f32faf8b98477b0a26969ef7d8b9987"],
     )
     max_tokens: int = Field(description="Most tokens one request may use, special tokens included.", examples=[512])

@@ -19,9 +19,11 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     if args.workers > 1:  # each worker sizes its torch threads to its share of the CPUs
         os.environ["WEB_CONCURRENCY"] = str(args.workers)
+    if args.model:  # added to HEADMAP_MODELS (a --model wins over an entry of the same name); workers read the env
+        os.environ["HEADMAP_MODELS"] = ",".join([os.environ.get("HEADMAP_MODELS", ""), *args.model]).strip(",")
 
     uvicorn.run(
-        "app.main:create_app" if args.workers > 1 else create_app(),
+        "headmap.main:create_app" if args.workers > 1 else create_app(Settings()),  # read now, with --model
         factory=args.workers > 1,
         host=args.host,
         port=args.port,
@@ -77,6 +79,67 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_entry(text: str) -> str:
+    """argparse type of ``--model NAME=SPEC``: checked now, so a typo fails before any model loads (exit 2)."""
+    from .models.resolve import SpecError, parse_entry
+
+    if "," in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: one model per --model (repeat the flag)")
+    try:
+        parse_entry(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from .models.resolve import ModelUnavailable, SpecError, parse_hub_id, pull
+
+    try:
+        for hub_id in args.ids:  # check every id before downloading any
+            parse_hub_id(hub_id)
+    except SpecError as exc:
+        print(f"headmap: {exc}", file=sys.stderr)
+        return 2
+    for hub_id in args.ids:
+        try:
+            folder = pull(hub_id)
+        except ModelUnavailable as exc:
+            print(f"headmap: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # disk full, permissions, connection dropped mid-download
+            print(f"headmap: pulling {hub_id} failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"{hub_id}: {folder}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from huggingface_hub import CacheNotFound, scan_cache_dir
+
+    from .models.resolve import cache_dir
+
+    try:
+        info = scan_cache_dir(cache_dir())
+    except CacheNotFound:
+        print(f"headmap: no Hugging Face cache at {cache_dir()}", file=sys.stderr)
+        return 0
+    rows = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for rev in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            refs = ",".join(sorted(rev.refs)) or "-"
+            rows.append((repo.repo_id, rev.commit_hash[:12], refs, rev.size_on_disk_str))
+    print(f"# {cache_dir()}")
+    if not rows:
+        print("(no models)")
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headmap", description="Transformer attention, per layer and head.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,7 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes, each with its own models (env WEB_CONCURRENCY)",
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--model",
+        action="append",
+        type=_model_entry,
+        default=[],
+        metavar="NAME=SPEC",
+        help="serve another model (repeatable): a folder or hub id, e.g. qwen=Qwen/Qwen2.5-0.5B@main?dtype=bfloat16",
+    )
     serve.set_defaults(func=_serve)
+
+    models = sub.add_parser("models", help="fetch Hugging Face models ahead of time, or list the cached ones")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    pull = msub.add_parser(
+        "pull", help="download hub models into the Hugging Face cache (HF_HOME), e.g. for an air-gapped server"
+    )
+    pull.add_argument("ids", nargs="+", metavar="ID", help="hub id, optionally @revision: Qwen/Qwen2.5-0.5B@main")
+    pull.set_defaults(func=_pull)
+    lst = msub.add_parser("list", help="list the models in the Hugging Face cache, with revisions and sizes")
+    lst.set_defaults(func=_list)
 
     att = sub.add_parser("attention", help="print the /api/attention JSON for a text")
     att.add_argument("text")

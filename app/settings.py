@@ -18,8 +18,10 @@ class Settings(BaseSettings):
     models: str = Field(
         "",
         description=(
-            "Extra local Hugging Face model folders, as comma-separated `name=/path` pairs, "
-            "e.g. `bert-zh=/models/bert-base-chinese,gpt2=/models/gpt2`."
+            "Extra models, as comma-separated `name=SPEC` entries. SPEC is a local folder or a Hugging Face hub id "
+            "(`org/name`, optionally `@revision`), optionally followed by `?dtype=bfloat16&max_tokens=1024`, e.g. "
+            "`bert-zh=/models/bert-base-chinese,qwen=Qwen/Qwen2.5-0.5B?dtype=bfloat16`. Hub ids come from the "
+            "Hugging Face cache (`HF_HOME`), downloaded only when `HF_HUB_OFFLINE` is not set."
         ),
     )
     builtin_models: str = Field(
@@ -100,16 +102,6 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
-
-    def extra_models(self) -> dict[str, Path]:
-        """Parse ``models`` into ``{name: folder}``; raises ValueError on a malformed entry."""
-        out: dict[str, Path] = {}
-        for item in filter(None, (part.strip() for part in self.models.split(","))):
-            name, sep, path = item.partition("=")
-            if not sep or not name.strip() or not path.strip():
-                raise ValueError(f"HEADMAP_MODELS entry {item!r} is not of the form name=/path")
-            out[name.strip()] = Path(path.strip())
-        return out
 
     def builtin(self) -> list[str]:
         return [m.strip() for m in self.builtin_models.split(",") if m.strip()]

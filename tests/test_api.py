@@ -158,8 +158,16 @@ def test_models(client: TestClient) -> None:
     assert by_name["minilm"] | {"description": ""} == {
         "name": "minilm",
         "kind": "encoder",
+        "family": "bert",
         "num_layers": 6,
         "num_heads": 12,
+        "num_kv_heads": 12,
+        "head_dim": 32,  # 384 hidden / 12 heads
+        "dtype": "float32",
+        # The safetensors header's 22,713,728 numbers less the 512 of the position-id buffer (not a parameter).
+        "num_parameters": 22_713_216,
+        "can_predict": False,  # saved as BertModel: no masked-LM head
+        "source": "built-in",
         "max_tokens": 512,
         "description": "",
         "supports_pair": True,

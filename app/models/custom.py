@@ -14,21 +14,19 @@ from .hf import HFEngine
 from .textbook import SelfAttention, init_from_bert_layer, init_random, load_checkpoint
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CustomEngine(Engine):
     """minilm's embeddings feeding the textbook ``SelfAttention`` block (one layer)."""
 
-    embeddings: nn.Module | None = None
-    block: SelfAttention | None = None
+    embeddings: nn.Module
+    block: SelfAttention
 
     def embed(self, ids: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, E): token + position + segment embeddings, LayerNorm (as BERT's layer 0 sees)."""
-        assert self.embeddings is not None
         x: torch.Tensor = self.embeddings(input_ids=ids, token_type_ids=types)
         return x
 
     def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        assert self.block is not None
         x = self.embed(ids, types)  # (B, T, E)
         weights: torch.Tensor
         _, weights = self.block(x, key_padding_mask=mask == 0)  # (B, nh, T, T)
@@ -67,6 +65,13 @@ def make_custom(
         num_heads=block.num_heads,
         max_tokens=base.max_tokens,
         tokenizer=base.tokenizer,
+        family="textbook",
+        num_kv_heads=block.num_heads,
+        head_dim=block.embed_size // block.num_heads,
+        dtype="float32",
+        num_parameters=sum(p.numel() for p in [*base.model.embeddings.parameters(), *block.parameters()]),
+        can_predict=False,
+        source=f"built-in, on {base.name}'s embeddings",
         _tok_lock=base._tok_lock,  # one tokenizer object, so one lock
         embeddings=base.model.embeddings,
         block=block,

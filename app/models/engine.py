@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import torch
 
-Kind = Literal["encoder", "decoder", "custom"]
+Kind = Literal["encoder", "decoder", "encoder-decoder", "custom"]
 
 
 class TooLong(Exception):
@@ -42,7 +42,7 @@ class Encoded:
         return len(self.input_ids)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Engine:
     """A loaded model and its tokenizer. ``forward`` is safe to call from one thread at a time per engine."""
 
@@ -50,9 +50,16 @@ class Engine:
     kind: Kind
     description: str
     num_layers: int
-    num_heads: int
+    num_heads: int  # query heads
     max_tokens: int
     tokenizer: Any
+    family: str  # config.model_type ("bert", "llama", ...), "textbook" for the custom block
+    num_kv_heads: int  # key/value heads: fewer than num_heads under grouped-query attention
+    head_dim: int
+    dtype: str  # of the weights: "float32" or "bfloat16"
+    num_parameters: int
+    can_predict: bool  # the checkpoint has a masked-LM or causal-LM head
+    source: str  # where it came from: a folder's name, a hub id (org/name@commit) or "built-in"
     supports_pair: bool = True
     _tok_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -125,6 +132,8 @@ class Engine:
                 types[i, :n] = torch.tensor(enc.token_type_ids)
         with torch.inference_mode():
             attn = self._attention(ids, mask, types)  # (L, B, H, T, T)
+        if attn.dtype != torch.float32:  # a bfloat16 model: the weights leave every engine as float32
+            attn = attn.float()
         if attn.shape[:3] != (self.num_layers, len(batch), self.num_heads) or attn.shape[3:] != (t_max, t_max):
             raise RuntimeError(
                 f"{self.name}: attention has shape {tuple(attn.shape)}, expected "

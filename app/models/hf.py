@@ -11,12 +11,12 @@ import torch
 from .engine import Engine, Kind
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HFEngine(Engine):
     """A Hugging Face ``AutoModel`` run with eager attention (SDPA returns no weights)."""
 
-    model: Any = None
-    uses_token_types: bool = False
+    model: Any
+    uses_token_types: bool
 
     def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         kwargs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
@@ -35,16 +35,34 @@ class HFEngine(Engine):
         return stacked
 
 
-def _is_decoder(config: Any) -> bool:
+def _kind(config: Any) -> Kind:
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
     if getattr(config, "is_decoder", False):
-        return True
+        return "decoder"
     mt = config.model_type
-    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "decoder"
+    return "encoder"
+
+
+def _can_predict(config: Any) -> bool:
+    """Whether the checkpoint's architecture has a masked-LM or causal-LM head (``config.architectures``)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    heads = {
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type),
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES.get(config.model_type),
+    }
+    return bool(set(getattr(config, "architectures", None) or []) & (heads - {None}))
 
 
 def _model_max_tokens(config: Any, tokenizer: Any) -> int:
@@ -62,29 +80,49 @@ def _model_max_tokens(config: Any, tokenizer: Any) -> int:
     return min(limits) if limits else 512
 
 
-def load_hf(name: str, path: Path, description: str | None = None) -> HFEngine:
-    """Load a local Hugging Face model folder (no network) as an attention engine."""
+def load_hf(
+    name: str,
+    path: Path,
+    description: str | None = None,
+    *,
+    dtype: str = "float32",
+    source: str | None = None,
+) -> HFEngine:
+    """Load a local Hugging Face model folder (no network, no remote code) as an attention engine."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a progress bar is noise in a server log
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed for character offsets")
-    model = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
+    model = AutoModel.from_pretrained(
+        path, local_files_only=True, trust_remote_code=False, attn_implementation="eager", dtype=getattr(torch, dtype)
+    ).eval()
     config = model.config
-    kind: Kind = "decoder" if _is_decoder(config) else "encoder"
+    kind = _kind(config)
     layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or int(config.hidden_size) // heads)
+    gqa = f" ({kv_heads} key/value heads)" if kv_heads != heads else ""
     return HFEngine(
         name=name,
         kind=kind,
-        description=description or f"{config.model_type} {kind} from {path.name}: {layers} layers x {heads} heads",
+        description=description
+        or f"{config.model_type} {kind} from {source or path.name}: {layers} layers x {heads} heads{gqa}",
         num_layers=layers,
         num_heads=heads,
         max_tokens=_model_max_tokens(config, tokenizer),
         tokenizer=tokenizer,
+        family=str(config.model_type),
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        can_predict=_can_predict(config),
+        source=source or path.name,
         model=model,
         uses_token_types="token_type_ids" in tokenizer.model_input_names,
     )

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..models.engine import Kind
+
 EXAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
 #: Decimal places kept in the default JSON encoding (absolute error <= 5e-5).
@@ -96,12 +98,35 @@ class AttentionResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """One loadable model."""
+    """One loaded model: its architecture's numbers, as the model's own config gives them."""
 
     name: str = Field(examples=["minilm"])
-    kind: Literal["encoder", "decoder", "custom"] = Field(examples=["encoder"])
+    kind: Kind = Field(
+        description="`encoder` (bidirectional), `decoder` (causal), `encoder-decoder` or `custom` (textbook block).",
+        examples=["encoder"],
+    )
+    family: str = Field(
+        description="The config's `model_type` (`bert`, `llama`, `qwen2`, ...); `textbook` for the custom block.",
+        examples=["bert"],
+    )
     num_layers: int = Field(examples=[6])
-    num_heads: int = Field(examples=[12])
+    num_heads: int = Field(description="Query heads per layer.", examples=[12])
+    num_kv_heads: int = Field(
+        description="Key/value heads per layer: fewer than `num_heads` under grouped-query attention, each shared "
+        "by `num_heads / num_kv_heads` query heads.",
+        examples=[12],
+    )
+    head_dim: int = Field(description="Size of each head's query and key vectors.", examples=[32])
+    dtype: Literal["float32", "bfloat16"] = Field(description="Data type of the weights.", examples=["float32"])
+    num_parameters: int = Field(description="Parameters of the model as loaded (no LM head).", examples=[22713216])
+    can_predict: bool = Field(
+        description="Whether the checkpoint has a masked-LM or causal-LM head (its architecture says so).",
+        examples=[False],
+    )
+    source: str = Field(
+        description="Where it was loaded from: `built-in`, a folder's name, or a hub id with the snapshot's commit.",
+        examples=["Qwen/Qwen2.5-0.5B@060db6499f32faf8b98477b0a26969ef7d8b9987"],
+    )
     max_tokens: int = Field(description="Most tokens one request may use, special tokens included.", examples=[512])
     description: str = Field(examples=["sentence-transformers/all-MiniLM-L6-v2: BERT encoder, 6 layers x 12 heads"])
     supports_pair: bool = Field(description="Whether `text_pair` is accepted.", examples=[True])

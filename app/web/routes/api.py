@@ -39,15 +39,23 @@ async def attention(req: AttentionRequest, registry: RegistryDep, scheduler: Sch
 
 @router.get("/models", response_model=ModelList, summary="Models that are loaded and serving")
 async def models(registry: RegistryDep) -> ModelList:
-    """Each model's name, kind, layer and head counts, token limit and description."""
+    """Each model's name, kind, family, layer and head counts (query and key/value), head size, dtype, parameter
+    count, whether it can predict tokens, token limit, source and description."""
     return ModelList(
         default=registry.settings.default_model,
         models=[
             ModelInfo(
                 name=e.name,
                 kind=e.kind,
+                family=e.family,
                 num_layers=e.num_layers,
                 num_heads=e.num_heads,
+                num_kv_heads=e.num_kv_heads,
+                head_dim=e.head_dim,
+                dtype=e.dtype,
+                num_parameters=e.num_parameters,
+                can_predict=e.can_predict,
+                source=e.source,
                 max_tokens=e.max_tokens,
                 description=e.description,
                 supports_pair=e.supports_pair,

@@ -16,7 +16,11 @@ _NOTEBOOK_API = ("AttentionMap", "attention", "save", "show", "view")
 __all__ = ["__version__", *_NOTEBOOK_API]
 
 if TYPE_CHECKING:
-    from .notebook import AttentionMap, attention, save, show, view
+    from .notebook import AttentionMap as AttentionMap
+    from .notebook import attention as attention
+    from .notebook import save as save
+    from .notebook import show as show
+    from .notebook import view as view
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,9 @@ def executed_example() -> Any:
     from nbclient import NotebookClient
 
     nb = nbformat.read(EXAMPLE, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLE.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLE.parent)}}
+    ).execute()
     return nb
 
 

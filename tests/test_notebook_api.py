@@ -170,12 +170,16 @@ def test_stack_of_blocks_one_layer_per_call_and_sequence_first() -> None:
     with torch.no_grad():
         h0 = stack(x)[:, 0]  # (T, E)
         h1 = first(stack(x))[0][:, 0]
-    np.testing.assert_allclose(result.attention[0], numpy_softmax_attention(first.attention, h0.double().numpy()), atol=1e-6)
-    np.testing.assert_allclose(result.attention[1], numpy_softmax_attention(second.attention, h1.double().numpy()), atol=1e-6)
+    np.testing.assert_allclose(
+        result.attention[0], numpy_softmax_attention(first.attention, h0.double().numpy()), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        result.attention[1], numpy_softmax_attention(second.attention, h1.double().numpy()), atol=1e-6
+    )
 
 
 def test_module_errors() -> None:
-    with pytest.raises(TypeError, match="no nn.MultiheadAttention"):
+    with pytest.raises(TypeError, match=r"no nn\.MultiheadAttention"):
         headmap.attention(nn.Linear(3, 3), torch.zeros(1, 2, 3), tokens=["a", "b"])
     block = SeedBlock(8, 2).eval()
     with pytest.raises(ValueError, match="3 tokens for attention over 2 positions"):

@@ -84,7 +84,7 @@ def attention(
         return from_tensors(
             weights, tokens, sentence_b_start=sentence_b_start, special=special, layers=layers, heads=heads,
             model=name or type(model).__name__, kind="custom",
-            description=f"{type(model).__name__}: {weights.shape[0]} attention call(s) x {weights.shape[1]} heads",
+            description=f"{weights.shape[0]} nn.MultiheadAttention call(s) x {weights.shape[1]} heads",
         )  # fmt: skip
     raise TypeError(f"cannot read attention from a {type(model).__name__}")
 
@@ -112,7 +112,7 @@ def show(
         from IPython.display import display
     except ImportError:  # not in IPython: nothing to display into
         raise RuntimeError("headmap.show needs IPython (a notebook); use headmap.save(...) for a file") from None
-    display(view)
+    display(view)  # type: ignore[no-untyped-call]
 
 
 def view(model: Any = None, tokenizer: Any = None, text: str | None = None, text_pair: str | None = None,

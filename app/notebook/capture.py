@@ -35,7 +35,9 @@ def capture_mha(module: nn.Module, inputs: Any, batch_index: int = 0) -> torch.T
     captured: list[torch.Tensor] = []  # each (B, nh, T, S) or (nh, T, S)
     asked: dict[int, tuple[bool, bool]] = {}  # id(module) -> the caller's (need_weights, average_attn_weights)
 
-    def pre_hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def pre_hook(
+        mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         call = _bind(mod, args, kwargs)
         asked[id(mod)] = (bool(call["need_weights"]), bool(call["average_attn_weights"]))
         call["need_weights"], call["average_attn_weights"] = True, False

@@ -34,7 +34,7 @@ def _execution_metadata() -> dict[str, Any]:
     ip_mod = sys.modules.get("IPython")
     if ip_mod is None:
         return {}
-    ip = ip_mod.get_ipython()  # type: ignore[attr-defined]
+    ip = ip_mod.get_ipython()
     if ip is None:
         return {}
     parent: Any = None

@@ -225,9 +225,7 @@ def stack_attention(attention: Any, batch_index: int = 0) -> torch.Tensor:
     Accepts what ``model(..., output_attentions=True).attentions`` is (a tuple of L tensors of shape
     (B, H, T, T)), a list of (H, T, T), or one array/tensor of shape (L, B, H, T, T) or (L, H, T, T).
     """
-    if isinstance(attention, torch.Tensor | np.ndarray):
-        layers = list(attention)
-    elif isinstance(attention, list | tuple):
+    if isinstance(attention, torch.Tensor | np.ndarray | list | tuple):
         layers = list(attention)
     else:
         raise TypeError(f"attention must be a tuple/list of tensors or an array, not {type(attention).__name__}")

@@ -230,10 +230,14 @@ def _small() -> headmap.AttentionMap:
     return headmap.attention(attention=att, tokens=["<b>x</b>", "a", "b", "</script>"])
 
 
-def test_plotly_goes_into_the_first_output_only() -> None:
+MARKER = "window.dispatchEvent(new Event('headmap:plotly'))"
+
+
+def test_plotly_goes_into_the_first_output_only(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(nb_html, "_execution_metadata", lambda: {})  # a kernel whose frontend sends no cell id
     nb_html.reset_plotly_carrier()
     first, second = nb_html.render_view(_small()), nb_html.render_view(_small())
-    marker = "window.dispatchEvent(new Event('headmap:plotly'))"
+    marker = MARKER
     assert marker in first and marker not in second
     assert len(first) > 4_000_000 > 100_000 > len(second)
     assert marker in nb_html.render_view(_small(), plotly="inline")
@@ -244,6 +248,28 @@ def test_plotly_goes_into_the_first_output_only() -> None:
         assert not re.search(r"<(script|link|img|iframe)[^>]*\s(src|href)=", page)
         assert "require(" not in page.split("<script>", 1)[0]
         assert page.count("</script>") == page.count("<script")
+
+
+def test_plotly_carrier_follows_the_cell(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """JupyterLab-style execute metadata: the cell that carried plotly.js carries it again when re-run, and
+    another cell takes over once that cell is reported deleted."""
+    meta: dict[str, Any] = {}
+    monkeypatch.setattr(nb_html, "_execution_metadata", lambda: meta)
+    nb_html.reset_plotly_carrier()
+
+    def run(cell: str, deleted: tuple[str, ...] = ()) -> bool:
+        meta.clear()
+        meta.update({"cellId": cell, "deletedCells": list(deleted)})
+        return MARKER in nb_html.render_view(_small())
+
+    assert [run("a"), run("b"), run("a"), run("b")] == [True, False, True, False]
+    assert run("c", deleted=("a",)) is True
+    assert [run("b"), run("c")] == [False, True]
+
+
+def test_outside_a_kernel_every_output_carries_plotly(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(nb_html, "_execution_metadata", lambda: None)
+    assert all(MARKER in nb_html.render_view(_small()) for _ in range(2))
 
 
 def test_save_writes_the_report(tmp_path) -> None:  # type: ignore[no-untyped-def]

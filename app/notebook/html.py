@@ -29,17 +29,15 @@ AGGREGATE_INFO = {
 assert tuple(AGGREGATE_INFO) == AGGREGATES
 
 
-def _execution_metadata() -> dict[str, Any]:
-    """The metadata of the execute request being run (cellId, deletedCells), or {} outside a kernel."""
+def _execution_metadata() -> dict[str, Any] | None:
+    """The metadata of the execute request being run (cellId, deletedCells); None outside a kernel."""
     ip_mod = sys.modules.get("IPython")
-    if ip_mod is None:
-        return {}
-    ip = ip_mod.get_ipython()
-    if ip is None:
-        return {}
-    parent: Any = None
+    ip = ip_mod.get_ipython() if ip_mod is not None else None
     kernel = getattr(ip, "kernel", None)
-    if kernel is not None and hasattr(kernel, "get_parent"):
+    if kernel is None:  # a script, or a terminal IPython: no notebook page to share plotly.js with
+        return None
+    parent: Any = None
+    if hasattr(kernel, "get_parent"):
         try:
             parent = kernel.get_parent("shell")
         except TypeError:  # older ipykernel: get_parent() takes no channel
@@ -61,6 +59,8 @@ def wants_plotly(mode: str) -> bool:
     if mode != "auto":
         raise ValueError(f'plotly must be "auto" or "inline", not {mode!r}')
     meta = _execution_metadata()
+    if meta is None:  # not in a notebook kernel: the HTML is used on its own, so it carries plotly.js
+        return True
     cell = meta.get("cellId") or meta.get("cell_id") or ""
     carrier = _carrier["cell"]
     if carrier is not None and carrier in (meta.get("deletedCells") or []):

@@ -39,7 +39,10 @@ def nb_page(browser) -> Iterator[tuple[object, list[str], list[str]]]:  # type: 
 
 def open_outputs(page, outputs: list[str]) -> None:  # type: ignore[no-untyped-def]
     body = "\n".join(f'<div class="cell-output">{html}</div>' for html in outputs)
-    page.set_content(f"<!doctype html><html><head><meta charset='utf-8'></head><body>{body}</body></html>")
+    # parsing plotly.js (4.8 MB) inline takes seconds on a busy machine: a generous limit, not a timing check
+    page.set_content(
+        f"<!doctype html><html><head><meta charset='utf-8'></head><body>{body}</body></html>", timeout=180_000
+    )
     wait_until(page, f"document.querySelectorAll('.headmap-output[data-ready=\"1\"]').length === {len(outputs)}", 90)
 
 

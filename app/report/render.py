@@ -11,7 +11,7 @@ import base64
 import hashlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import orjson
@@ -19,13 +19,13 @@ import plotly
 from markupsafe import Markup
 
 from .. import __version__
-from ..models.registry import ModelRegistry
 from ..paths import TEMPLATES_DIR
-from ..schemas.attention import AttentionRequest
 from ..schemas.insight import HeadStatistics
-from ..serving import attention as service
-from ..serving import insight as insight_service
 from ..serving.encoding import compact_tensor
+
+if TYPE_CHECKING:
+    from ..models.registry import ModelRegistry
+    from ..schemas.attention import AttentionRequest
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
@@ -68,6 +68,11 @@ def report_data(registry: ModelRegistry, req: AttentionRequest) -> dict[str, Any
     ``attention`` is the ``CompactTensor`` of all layers and heads, shape (L, H, T, T), weight = byte / 255:
     a fifth of the size of 4-decimal JSON, and exact to 0.002, which no heatmap colour shows.
     """
+    # The services import the web stack's thread pool helper: imported here, not with the module, so the
+    # notebook API can use this module's helpers without loading a web framework.
+    from ..serving import attention as service
+    from ..serving import insight as insight_service
+
     result = service.compute_sync(registry, req)
     stats = insight_service.stats_payload(result)
     attn = service.select(result.attention, result.layers, result.heads)  # (L, H, T, T)

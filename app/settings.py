@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request time limit, in seconds.")
     max_batch_size: int = Field(8, ge=1, description="Largest micro-batch of concurrent requests.")
+    max_batch_tokens: int = Field(
+        8192,
+        ge=1,
+        description=(
+            "Most padded tokens one micro-batch may hold (requests × longest input), so one long input does not "
+            "drag short ones along; a single longer request still runs, alone."
+        ),
+    )
     batch_window_ms: float = Field(
         5.0,
         ge=0,

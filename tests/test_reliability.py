@@ -27,7 +27,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS, free_port, headmap_serve
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, free_port, headmap_serve
 from headmap.main import create_app
 from headmap.models.registry import ModelRegistry
 from headmap.serving import insight as insight_service

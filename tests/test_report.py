@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS
+from tests.harness import CHROMIUM, CHROMIUM_ARGS
 from headmap.cli import main
 from headmap.report.render import PLOTLY_JS
 from headmap.serving.encoding import dequantise

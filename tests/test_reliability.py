@@ -27,13 +27,13 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, free_port, headmap_serve
 from headmap.main import create_app
 from headmap.models.registry import ModelRegistry
 from headmap.serving import insight as insight_service
 from headmap.serving.encoding import dequantise
 from headmap.settings import Settings
 from headmap.web.middleware import inline_script_hashes
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, free_port, headmap_serve
 
 MINILM_ONLY = {"HEADMAP_BUILTIN_MODELS": "minilm"}
 TEXT = "The cat sat on the mat because it was tired."
@@ -209,8 +209,13 @@ def model_work_held(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize(("path", "body"), MODEL_ROUTES, ids=[p for p, _ in MODEL_ROUTES])
-def test_timeout_is_json_504(registry: ModelRegistry, monkeypatch, path: str, body: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    with model_work_held(registry, monkeypatch) as (_, release, finished), borrowed(registry, request_timeout_s=0.2) as c:
+def test_timeout_is_json_504(  # type: ignore[no-untyped-def]
+    registry: ModelRegistry, monkeypatch, path: str, body: dict[str, Any]
+) -> None:
+    with (
+        model_work_held(registry, monkeypatch) as (_, release, finished),
+        borrowed(registry, request_timeout_s=0.2) as c,
+    ):
         r = c.post(path, json=body)
         assert is_error(r, 504, "timeout")  # type: ignore[arg-type]
         assert not finished.is_set()  # answered at the limit, not when the (still held) work ended

@@ -557,14 +557,6 @@ def test_sigterm_lets_in_flight_request_finish(tmp_path: Path) -> None:
             httpx.get(f"{url}/healthz", timeout=2)
 
 
-def test_serve_binds_loopback_by_default() -> None:
-    from headmap.cli import build_parser
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("HOST", raising=False)
-        assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
-
-
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs {CHROMIUM}")
 def test_csp_holds_in_chromium(registry: ModelRegistry) -> None:

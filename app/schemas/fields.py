@@ -73,6 +73,8 @@ def _known(err: Mapping[str, Any]) -> tuple[str, str] | None:
     side = "".join(f"{p}: " for p in loc[:-1] if p in ("a", "b"))  # compare: which input
     if field in _EMPTY_TEXT and kind in _BLANK:
         return "empty_text", side + _EMPTY_TEXT[field]
+    if field in _EMPTY_TEXT and kind == "string_unicode":  # a lone surrogate ("\ud800") met the pattern check
+        return "invalid_text", side + f"`{field}` contains a lone UTF-16 surrogate, which is not a character."
     if field in ("layers", "heads") and kind == "too_short":
         return f"{field[:-1]}_out_of_range", f"`{field}` must not be empty; omit it or pass null for all."
     return None

@@ -177,7 +177,10 @@ CompareView = Literal["heads", "mean", "max", "rollout"]
 
 
 class CompareRequest(BaseModel):
-    """Two inputs (two texts, or one text through two models that share a tokenizer) and what to compare."""
+    """Two inputs (two texts, or one text through two models that share a tokenizer) and what to compare.
+
+    `layers` and `heads` must be valid for both models; null means the ones both models have.
+    """
 
     # strict like AttentionRequest: no silent coercion ("truncate": 0, "layers": ["1"]).
     model_config = ConfigDict(
@@ -197,7 +200,6 @@ class CompareRequest(BaseModel):
 
     a: CompareInput
     b: CompareInput
-    # The shared fields; null means what both models have (the same shape on both sides).
     layers: Layers = None
     heads: Heads = None
     view: CompareView = Field(

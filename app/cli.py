@@ -35,9 +35,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _attention(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from .errors import APIError
     from .models.registry import ModelRegistry
     from .schemas.attention import AttentionRequest
+    from .schemas.fields import request_error
     from .serving import attention as service
 
     settings = Settings(warmup=False)
@@ -48,6 +51,10 @@ def _attention(args: argparse.Namespace) -> int:
             text=args.text, model=args.model, text_pair=args.pair, truncate=args.truncate, encoding=args.encoding
         )
         body = service.render(service.compute_sync(registry, req), req.encoding)
+    except ValidationError as exc:
+        err = request_error(exc.errors())
+        print(f"headmap: {err.error}: {err.detail}", file=sys.stderr)
+        return 2
     except APIError as exc:
         print(f"headmap: {exc.error}: {exc.detail}", file=sys.stderr)
         return 2
@@ -57,16 +64,23 @@ def _attention(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from .errors import APIError
     from .models.registry import ModelRegistry
     from .report.render import render_report
     from .schemas.attention import AttentionRequest
+    from .schemas.fields import request_error
 
     registry = ModelRegistry(Settings(warmup=False))
     registry.load_all()
     try:
         req = AttentionRequest(text=args.text, model=args.model, text_pair=args.pair, truncate=args.truncate)
         html = render_report(registry, req)
+    except ValidationError as exc:
+        err = request_error(exc.errors())
+        print(f"headmap: {err.error}: {err.detail}", file=sys.stderr)
+        return 2
     except APIError as exc:
         print(f"headmap: {exc.error}: {exc.detail}", file=sys.stderr)
         return 2

@@ -37,12 +37,15 @@ class Settings(BaseSettings):
         "minilm",
         description=(
             "How the custom block's weights are made: `minilm` copies minilm's layer-0 attention, "
-            "`random` uses a fixed seed, `checkpoint` loads `custom_checkpoint`."
+            "`random` uses a fixed seed, `checkpoint` loads `HEADMAP_CUSTOM_CHECKPOINT`."
         ),
     )
-    custom_seed: int = Field(0, description="Seed for `custom_init=random`.")
+    custom_seed: int = Field(0, description="Seed for `HEADMAP_CUSTOM_INIT=random`.")
     custom_checkpoint: Path | None = Field(
-        None, description="A `state_dict` file (torch.save) for the custom block, used with `custom_init=checkpoint`."
+        None,
+        description=(
+            "A `state_dict` file (`torch.save`) for the custom block, used with `HEADMAP_CUSTOM_INIT=checkpoint`."
+        ),
     )
 
     max_tokens: int | None = Field(
@@ -53,10 +56,18 @@ class Settings(BaseSettings):
         1, ge=1, description="Forward passes (batches) running at once; each already uses every torch thread."
     )
     max_queue: int = Field(
-        16, ge=0, description="Requests allowed to wait for a model; more get 503 with Retry-After at once."
+        16, ge=0, description="Requests allowed to wait for a model; more get 503 with `Retry-After` at once."
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request time limit, in seconds.")
     max_batch_size: int = Field(8, ge=1, description="Largest micro-batch of concurrent requests.")
+    max_batch_tokens: int = Field(
+        8192,
+        ge=1,
+        description=(
+            "Most padded tokens one micro-batch may hold (requests × longest input), so one long input does not "
+            "drag short ones along; a single longer request still runs, alone."
+        ),
+    )
     batch_window_ms: float = Field(
         5.0,
         ge=0,
@@ -66,7 +77,12 @@ class Settings(BaseSettings):
         ),
     )
     threads: int | None = Field(
-        None, ge=1, description="Torch intra-op threads; defaults to the container's CPU quota or the core count."
+        None,
+        ge=1,
+        description=(
+            "Torch intra-op threads; defaults to the container's CPU quota (or the usable cores), divided among "
+            "`WEB_CONCURRENCY` workers."
+        ),
     )
 
     gzip_level: int = Field(1, ge=0, le=9, description="gzip level for attention responses; 0 turns it off.")
@@ -88,13 +104,14 @@ class Settings(BaseSettings):
     )
 
     cors_origins: str = Field("", description="Comma-separated CORS allow-list; empty turns CORS off.")
-    trusted_hosts: str = Field("*", description="Comma-separated allowed Host headers; `*` allows any.")
+    trusted_hosts: str = Field("*", description="Comma-separated allowed `Host` headers; `*` allows any.")
     warmup: bool = Field(True, description="Run one warm-up pass per model before reporting ready.")
     load_in_background: bool = Field(
         True,
         description=(
-            "Start answering at once and load models behind `/readyz` (for orchestrators with readiness probes). "
-            "False: the port opens only once models are loaded, so any health probe implies ready."
+            "`true`: answer at once and load models behind `/readyz` (for orchestrators with readiness probes). "
+            "`false` (what the Docker image sets): the port opens only once models are loaded, so any health probe "
+            "implies ready."
         ),
     )
 

@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `benchmarks` importable
-from benchmarks.harness import headmap_serve
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the harness in `tests` importable
+from tests.harness import headmap_serve
 
 MINILM_ONLY = {"HEADMAP_BUILTIN_MODELS": "minilm"}
 LENGTHS = (16, 64, 128, 256, 512)

@@ -16,8 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `benchmarks` importable
-from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the harness in `tests` importable
+from tests.harness import CHROMIUM, CHROMIUM_ARGS
 
 TOKENS = 128
 REPS = 5

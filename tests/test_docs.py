@@ -9,9 +9,30 @@ from headmap.settings import Settings
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
-def test_every_setting_is_in_the_readme() -> None:
-    missing = [f"HEADMAP_{name.upper()}" for name in Settings.model_fields if f"`HEADMAP_{name.upper()}`" not in README]
-    assert not missing, f"README's environment table lacks {missing}"
+def _default(value: object) -> str:
+    if value is None:
+        return "unset"
+    if value == "":
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from ``Settings``: name, default and description of each field."""
+    rows = ["| variable | default | what |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        rows.append(f"| `HEADMAP_{name.upper()}` | {_default(field.default)} | {field.description} |")
+    return "\n".join(rows)
+
+
+def test_readme_settings_table_is_generated_from_settings() -> None:
+    """Every setting, its default and its description, word for word from app/settings.py (the one source)."""
+    block = README.split("<!-- settings -->")[1].split("<!-- /settings -->")[0].strip()
+    assert block == settings_table(), "README's settings table drifted from app/settings.py; replace it with:\n" + (
+        settings_table()
+    )
 
 
 def test_readme_has_the_two_marked_commands() -> None:

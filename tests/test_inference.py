@@ -119,3 +119,22 @@ def test_batch_waits_for_announced_requests(registry) -> None:  # type: ignore[n
 
     scheduler = asyncio.run(run())
     assert (scheduler.batches_run, scheduler.items_run) == (1, 2)
+
+
+@pytest.mark.parametrize(("spare", "batches"), [(0, 1), (-1, 2)])
+def test_max_batch_tokens_bounds_padded_batch(registry, spare: int, batches: int) -> None:  # type: ignore[no-untyped-def]
+    """Two queued inputs share a pass only if 2 × the longer one's tokens fit in ``max_batch_tokens``."""
+    engine = registry.get("minilm")
+    short, long = engine.encode("a cat"), engine.encode("a somewhat longer sentence about a cat")
+    budget = 2 * len(long) + spare
+
+    async def run() -> Scheduler:
+        scheduler = Scheduler(Settings(max_batch_tokens=budget, max_batch_size=8))
+        try:
+            await asyncio.gather(scheduler.run(engine, short), scheduler.run(engine, long))
+        finally:
+            await scheduler.close()
+        return scheduler
+
+    scheduler = asyncio.run(run())
+    assert (scheduler.batches_run, scheduler.items_run) == (batches, 2)

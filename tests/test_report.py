@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS
 from headmap.cli import main
 from headmap.report.render import PLOTLY_JS
 from headmap.serving.encoding import dequantise
+from tests.harness import CHROMIUM, CHROMIUM_ARGS
 
 HOSTILE = "The cat <img src=x onerror=alert(1)> sat </script><script>alert(2)</script> on the mat."
 

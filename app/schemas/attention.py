@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.engine import Kind
+from .fields import Heads, Layers, ModelName, Text, TextPair, Truncate
 
 EXAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
@@ -33,24 +34,12 @@ class AttentionRequest(BaseModel):
         extra="forbid", strict=True, json_schema_extra={"examples": [{"text": EXAMPLE_TEXT, "model": "minilm"}]}
     )
 
-    text: str = Field(description="The text to analyse. Must contain a non-space character.", examples=[EXAMPLE_TEXT])
-    model: str | None = Field(
-        None, description="Model name from `GET /api/models`; default `minilm`.", examples=["minilm"]
-    )
-    text_pair: str | None = Field(
-        None,
-        description="Optional second segment (sentence pair), encoded as `[CLS] a [SEP] b [SEP]`.",
-        examples=[None],
-    )
-    layers: list[int] | None = Field(
-        None, description="Layer indices to return (0-based); all when null.", examples=[[0, 5]]
-    )
-    heads: list[int] | None = Field(
-        None, description="Head indices to return (0-based); all when null.", examples=[None]
-    )
-    truncate: bool = Field(
-        False, description="Cut the input to the model's `max_tokens` instead of answering 413.", examples=[False]
-    )
+    text: Text
+    model: ModelName = None
+    text_pair: TextPair = None
+    layers: Layers = None
+    heads: Heads = None
+    truncate: Truncate = False
     encoding: Literal["json", "compact"] = Field(
         "json",
         description=(
@@ -76,7 +65,7 @@ class AttentionResponse(BaseModel):
     """Per-layer, per-head attention weights over the tokens of the input."""
 
     model: str = Field(description="Model that produced the weights.", examples=["minilm"])
-    kind: Literal["encoder", "decoder", "custom"] = Field(description="Model family.", examples=["encoder"])
+    kind: Kind = Field(description="Model family.", examples=["encoder"])
     tokens: list[str] = Field(description="The tokenizer's own token strings, e.g. `[CLS]`, `##ing`.")
     offsets: list[list[int] | None] = Field(
         description="`[start, end)` character offsets of each token into the submitted `text` (or `text_pair` "

@@ -10,10 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..models.engine import Kind
 from .attention import EXAMPLE_TEXT, AttentionRequest
+from .fields import Heads, Layers, ModelName, Text, TextPair, Truncate
 
 Matrix = list[list[float]]
-Kind = Literal["encoder", "decoder", "custom"]
 
 ROLLOUT_FORMULA = (
     "Attention rollout (Abnar & Zuidema 2020): per layer `Â_l = 0.5·mean_h(A_l) + 0.5·I`, each row divided "
@@ -167,16 +168,19 @@ class CompareInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    text: str = Field(description="Text for this side. Must contain a non-space character.", examples=[EXAMPLE_TEXT])
-    text_pair: str | None = Field(None, description="Optional second segment for this side.", examples=[None])
-    model: str | None = Field(None, description="Model for this side; default `minilm`.", examples=["minilm"])
+    text: Text
+    text_pair: TextPair = None
+    model: ModelName = None
 
 
 CompareView = Literal["heads", "mean", "max", "rollout"]
 
 
 class CompareRequest(BaseModel):
-    """Two inputs (two texts, or one text through two models that share a tokenizer) and what to compare."""
+    """Two inputs (two texts, or one text through two models that share a tokenizer) and what to compare.
+
+    `layers` and `heads` must be valid for both models; null means the ones both models have.
+    """
 
     # strict like AttentionRequest: no silent coercion ("truncate": 0, "layers": ["1"]).
     model_config = ConfigDict(
@@ -196,23 +200,15 @@ class CompareRequest(BaseModel):
 
     a: CompareInput
     b: CompareInput
-    layers: list[int] | None = Field(
-        None,
-        description="Layer indices (0-based), valid for both models; null = the layers both models have.",
-        examples=[[0]],
-    )
-    heads: list[int] | None = Field(
-        None,
-        description="Head indices (0-based), valid for both models; null = the heads both models have.",
-        examples=[None],
-    )
+    layers: Layers = None
+    heads: Heads = None
     view: CompareView = Field(
         "heads",
         description="`heads`: each requested head. `mean`, `max`, `rollout`: one aggregate over the requested "
         "heads per layer (see `/api/aggregate`), returned with a head axis of length 1.",
         examples=["heads"],
     )
-    truncate: bool = Field(False, description="Cut each input to its model's `max_tokens` instead of answering 413.")
+    truncate: Truncate = False
 
 
 class CompareSide(TokenInfo):
@@ -265,11 +261,11 @@ class ExplainRequest(BaseModel):
         json_schema_extra={"examples": [{"text": "The cat sat.", "model": "custom", "head": 3}]},
     )
 
-    text: str = Field(description="The text to explain. Must contain a non-space character.", examples=["The cat sat."])
-    text_pair: str | None = Field(None, description="Optional second segment.", examples=[None])
+    text: Text
+    text_pair: TextPair = None
     model: str = Field("custom", description="A model of kind `custom` (the textbook block).", examples=["custom"])
     head: int = Field(0, description="Head to follow through steps 2–5 (0-based).", examples=[3])
-    truncate: bool = Field(False, description="Cut to the model's `max_tokens` instead of answering 413.")
+    truncate: Truncate = False
 
 
 class ExplainMatrix(BaseModel):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from starlette.concurrency import run_in_threadpool
@@ -24,8 +25,7 @@ from ..settings import Settings
 
 log = logging.getLogger("headmap")
 
-#: Padded tokens one batch may hold (B x T_max); keeps one long input from dragging short ones along.
-MAX_BATCH_TOKENS = 8192
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,31 +34,85 @@ class _Job:
     future: asyncio.Future[torch.Tensor] = field(repr=False)
 
 
+@dataclass
+class _Lane:
+    """One engine's waiting jobs, and the event its worker sleeps on until a job arrives or one is called off."""
+
+    jobs: deque[_Job] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Scheduler:
-    """One queue and one worker task per engine; at most ``max_concurrency`` forward passes at once."""
+    """One lane and one worker task per engine; at most ``max_concurrency`` forward passes at once.
+
+    Every request admitted here counts against one bound (``waiting``): batched forward passes
+    (``run``) and other model work run beside the batcher (``call``, e.g. the explainer) alike.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._queues: dict[str, asyncio.Queue[_Job]] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._calls: set[asyncio.Task[None]] = set()
         self._running = asyncio.Semaphore(settings.max_concurrency)
         self.waiting = 0  # admitted and not yet finished
         self.incoming: Counter[str] = Counter()  # per model: requests still tokenizing, soon to queue
         self.batches_run = 0
         self.items_run = 0
 
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once: those running (full batches) plus ``max_queue`` waiting."""
+        s = self.settings
+        return s.max_queue + s.max_concurrency * s.max_batch_size
+
     async def run(self, engine: Engine, enc: Encoded) -> torch.Tensor:
         """Attention of one input, (L, H, T, T). 503 when the queue is full, 504 past the time limit."""
-        if self.waiting >= self.settings.max_queue + self.settings.max_concurrency * self.settings.max_batch_size:
+        self._admit()
+        job = _Job(enc, asyncio.get_running_loop().create_future())
+        lane = self._lane_for(engine)
+        lane.jobs.append(job)
+        lane.changed.set()
+        return await self._wait(job.future)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run blocking model work ``fn`` in a worker thread under the same admission, concurrency and time limit.
+
+        503 when the queue is full, 504 past the time limit. On a timeout, work not yet started is skipped;
+        work already running finishes in its thread and keeps its concurrency slot until then.
+        """
+        self._admit()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        async def go() -> None:
+            async with self._running:
+                if future.done():  # timed out while waiting for a slot
+                    return
+                try:
+                    result = await run_in_threadpool(fn)
+                except Exception as exc:
+                    if not future.done():
+                        future.set_exception(exc)
+                    return
+                if not future.done():
+                    future.set_result(result)
+
+        task = asyncio.create_task(go())
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        return await self._wait(future)
+
+    def _admit(self) -> None:
+        if self.waiting >= self.capacity:
             raise APIError(503, "overloaded", "Too many requests are waiting; retry shortly.", {"Retry-After": "1"})
-        loop = asyncio.get_running_loop()
-        job = _Job(enc, loop.create_future())
+
+    async def _wait(self, future: asyncio.Future[T]) -> T:
+        """Await an admitted request's result within ``request_timeout_s``; it counts as waiting until then."""
         self.waiting += 1
         try:
-            self._queue_for(engine).put_nowait(job)
-            return await asyncio.wait_for(asyncio.shield(job.future), self.settings.request_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout_s)
         except TimeoutError:
-            job.future.cancel()  # the worker skips it if it has not started
+            future.cancel()  # the worker skips it if it has not started
             raise APIError(
                 504, "timeout", f"The request took longer than {self.settings.request_timeout_s:g} s."
             ) from None
@@ -73,45 +127,56 @@ class Scheduler:
             yield
         finally:
             self.incoming[engine.name] -= 1
+            lane = self._lanes.get(engine.name)
+            if lane is not None:
+                lane.changed.set()  # a batch waiting for it stops waiting if it never comes (e.g. 413)
 
-    def _queue_for(self, engine: Engine) -> asyncio.Queue[_Job]:
-        queue = self._queues.get(engine.name)
-        if queue is None:
-            queue = self._queues[engine.name] = asyncio.Queue()
-            self._workers[engine.name] = asyncio.create_task(self._work(engine, queue), name=f"batcher-{engine.name}")
-        return queue
+    def _lane_for(self, engine: Engine) -> _Lane:
+        lane = self._lanes.get(engine.name)
+        if lane is None:
+            lane = self._lanes[engine.name] = _Lane()
+            self._workers[engine.name] = asyncio.create_task(self._work(engine, lane), name=f"batcher-{engine.name}")
+        return lane
 
-    async def _work(self, engine: Engine, queue: asyncio.Queue[_Job]) -> None:
+    async def _work(self, engine: Engine, lane: _Lane) -> None:
         while True:
-            batch = await self._next_batch(engine, queue)
+            batch = await self._next_batch(engine, lane)
             if batch:
                 await self._run_batch(engine, batch)
             # Drop the finished jobs now: they hold results (75 MB at 512 tokens) that would otherwise
             # stay alive for as long as the worker waits for the next request.
             del batch
 
-    async def _next_batch(self, engine: Engine, queue: asyncio.Queue[_Job]) -> list[_Job]:
+    async def _next_batch(self, engine: Engine, lane: _Lane) -> list[_Job]:
         """The oldest job plus whatever waits behind it, within the batch size and padded-token bounds.
 
         Requests still being tokenized are waited for, up to ``batch_window_ms``: without that, the
         first of a wave of concurrent requests would run alone while the rest queue behind it.
-        A lone request never waits.
+        A lone request never waits. The worker sleeps on ``lane.changed`` (set on every arrival and
+        every announced request that finishes tokenizing), never polls.
         """
-        batch = [await queue.get()]
+        while not lane.jobs:
+            lane.changed.clear()
+            await lane.changed.wait()
+        batch = [lane.jobs.popleft()]
         longest = len(batch[0].enc)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.batch_window_ms / 1000
         while len(batch) < self.settings.max_batch_size:
-            if queue.empty():
-                if self.incoming[engine.name] <= 0 or loop.time() >= deadline:
+            if not lane.jobs:
+                if self.incoming[engine.name] <= 0:
                     break
-                await asyncio.sleep(0.0005)
+                lane.changed.clear()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await lane.changed.wait()
+                except TimeoutError:
+                    break
                 continue
-            nxt = queue._queue[0]  # type: ignore[attr-defined]  # peek: stop before an oversize batch
-            t = max(longest, len(nxt.enc))
-            if (len(batch) + 1) * t > MAX_BATCH_TOKENS:
+            t = max(longest, len(lane.jobs[0].enc))  # peek: stop before an oversize batch
+            if (len(batch) + 1) * t > self.settings.max_batch_tokens:
                 break
-            batch.append(queue.get_nowait())
+            batch.append(lane.jobs.popleft())
             longest = t
         return [job for job in batch if not job.future.done()]  # timed out while waiting: skip
 
@@ -132,8 +197,9 @@ class Scheduler:
                 job.future.set_result(result)
 
     async def close(self) -> None:
-        for task in self._workers.values():
+        tasks = [*self._workers.values(), *self._calls]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
-        self._queues.clear()
+        self._lanes.clear()

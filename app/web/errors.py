@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import APIError
 from ..schemas.attention import ErrorResponse
+from ..schemas.fields import request_error
 
 log = logging.getLogger("headmap")
 
@@ -32,11 +33,6 @@ _HTTP_CODES = {
 }
 
 
-def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-    return f"{loc}: {err.get('msg', 'invalid')}"
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception to the one JSON error shape; nothing else leaks to clients."""
 
@@ -49,8 +45,8 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "invalid_json", "The request body is not valid JSON.")
-        detail = "; ".join(_describe(e) for e in errors[:5]) or "Invalid request."
-        return error_response(422, "invalid_request", detail)
+        err = request_error(errors)
+        return error_response(err.status, err.error, err.detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

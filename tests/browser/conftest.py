@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS, headmap_serve
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, headmap_serve
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

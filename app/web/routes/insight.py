@@ -133,7 +133,7 @@ async def compare(req: CompareRequest, registry: RegistryDep, scheduler: Schedul
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="The custom block's forward pass step by step for one head, with real numbers",
 )
-async def explain(req: ExplainRequest, registry: RegistryDep) -> Response:
+async def explain(req: ExplainRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
     """Embeddings, Q/K/V, scores, softmax weights, weighted sum, residual + LayerNorm, Linear output (kind custom)."""
     start = time.perf_counter()
     one = AttentionRequest(
@@ -148,5 +148,7 @@ async def explain(req: ExplainRequest, registry: RegistryDep) -> Response:
     engine, _, _ = service.prepare(registry, one)  # empty text, unknown model, head out of range
     insight_service.require_custom(engine)  # before tokenizing
     enc = await run_in_threadpool(service.encode, engine, one)
-    # One layer on one unpadded input: milliseconds, so it runs beside the batcher rather than through it.
-    return await _respond(start, insight_service.explain_payload, engine, enc, req.head)
+    # One layer on one unpadded input: nothing to batch, but it is model work like any other, so it takes
+    # its turn under the scheduler's admission control (503), concurrency bound and time limit (504).
+    payload = await scheduler.call(lambda: insight_service.explain_payload(engine, enc, req.head))
+    return timed_json(await run_in_threadpool(dumps, payload), start)

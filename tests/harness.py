@@ -1,4 +1,4 @@
-"""What every benchmark and end-to-end test starts: a real ``headmap serve`` on loopback, and Chromium.
+"""What every end-to-end test and benchmark starts: a real ``headmap serve`` on loopback, and Chromium.
 
 One place for both, so the benchmarks measure the server the tests check, and every browser is
 launched from Debian's Chromium with the same flags (never a downloaded browser).

@@ -1,0 +1,95 @@
+"""Request fields written once: type, rules and description, shared by every request schema.
+
+The rules are declared in the schema (so OpenAPI states them) and enforced by pydantic; a refusal of
+one of them keeps the stable error code the API documents (``empty_text``, ``layer_out_of_range``, ...)
+through ``request_error``, for the HTTP handler and the CLI alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from ..errors import APIError
+
+#: At least one character that is not whitespace (a JSON Schema pattern matches anywhere in the string).
+NON_BLANK = r"\S"
+
+NonBlank = Annotated[str, Field(min_length=1, pattern=NON_BLANK)]
+Text = Annotated[
+    NonBlank,
+    Field(
+        description="The text to analyse. Must contain a non-space character.",
+        examples=["The cat sat on the mat because it was tired."],
+    ),
+]
+TextPair = Annotated[
+    NonBlank | None,
+    Field(
+        description="Optional second segment (sentence pair), encoded as `[CLS] a [SEP] b [SEP]`. "
+        "Must contain a non-space character; omit it or pass null for none.",
+        examples=[None],
+    ),
+]
+ModelName = Annotated[
+    str | None, Field(description="Model name from `GET /api/models`; null for the default.", examples=["minilm"])
+]
+Truncate = Annotated[
+    bool,
+    Field(description="Cut the input to the model's `max_tokens` instead of answering 413.", examples=[False]),
+]
+#: Non-empty list of indices (the upper bound depends on the model, so the service checks it).
+IndexList = Annotated[list[int], Field(min_length=1)]
+Layers = Annotated[
+    IndexList | None,
+    Field(description="Layer indices to return (0-based), at least one; all when null.", examples=[[0, 5]]),
+]
+Heads = Annotated[
+    IndexList | None,
+    Field(description="Head indices to return (0-based), at least one; all when null.", examples=[None]),
+]
+
+
+def non_blank_pair(value: str | None) -> str | None:
+    """``text_pair`` is optional, but when given it follows the rules of ``text`` (see ``TextPair``)."""
+    return value
+
+
+_BLANK = {"string_too_short", "string_pattern_mismatch"}
+_EMPTY_TEXT = {
+    "text": "`text` is empty or only whitespace.",
+    "text_pair": "`text_pair` is empty or only whitespace; omit it or pass null.",
+}
+
+
+def _known(err: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The API's own code and message for a refused field rule of this module, else None."""
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    if not loc:
+        return None
+    field, kind = loc[-1], err.get("type")
+    side = "".join(f"{p}: " for p in loc[:-1] if p in ("a", "b"))  # compare: which input
+    if field in _EMPTY_TEXT and kind in _BLANK:
+        return "empty_text", side + _EMPTY_TEXT[field]
+    if field in _EMPTY_TEXT and kind == "string_unicode":  # a lone surrogate ("\ud800") met the pattern check
+        return "invalid_text", side + f"`{field}` contains a lone UTF-16 surrogate, which is not a character."
+    if field in ("layers", "heads") and kind == "too_short":
+        return f"{field[:-1]}_out_of_range", f"`{field}` must not be empty; omit it or pass null for all."
+    return None
+
+
+def request_error(errors: Sequence[Mapping[str, Any]]) -> APIError:
+    """A 422 for pydantic's ``errors``: the documented code when every error is a known field rule, else
+    ``invalid_request`` listing (up to five of) them."""
+    known = [_known(e) for e in errors]
+    if known and all(known):
+        error, detail = known[0]  # type: ignore[misc]  # all() above
+        return APIError(422, error, detail)
+
+    def describe(err: Mapping[str, Any]) -> str:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        return f"{loc}: {err.get('msg', 'invalid')}"
+
+    return APIError(422, "invalid_request", "; ".join(describe(e) for e in errors[:5]) or "Invalid request.")

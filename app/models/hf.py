@@ -101,6 +101,11 @@ def load_hf(
     model = AutoModel.from_pretrained(
         path, local_files_only=True, trust_remote_code=False, attn_implementation="eager", dtype=getattr(torch, dtype)
     ).eval()
+    return engine_of(name, model, tokenizer, description=description, source=source or path.name)
+
+
+def engine_of(name: str, model: Any, tokenizer: Any, *, description: str | None = None, source: str) -> HFEngine:
+    """An ``HFEngine`` over a loaded model and its fast tokenizer, with the facts ``/api/models`` reports."""
     config = model.config
     kind = _kind(config)
     layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
@@ -110,8 +115,7 @@ def load_hf(
     return HFEngine(
         name=name,
         kind=kind,
-        description=description
-        or f"{config.model_type} {kind} from {source or path.name}: {layers} layers x {heads} heads{gqa}",
+        description=description or f"{config.model_type} {kind} from {source}: {layers} layers x {heads} heads{gqa}",
         num_layers=layers,
         num_heads=heads,
         max_tokens=_model_max_tokens(config, tokenizer),
@@ -122,7 +126,7 @@ def load_hf(
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         num_parameters=sum(p.numel() for p in model.parameters()),
         can_predict=_can_predict(config),
-        source=source or path.name,
+        source=source,
         model=model,
         uses_token_types="token_type_ids" in tokenizer.model_input_names,
     )

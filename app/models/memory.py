@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .engine import Kind
-from .hf import HFEngine, _is_decoder, _model_max_tokens
+from .hf import HFEngine, engine_of
 
 
 def engine_from_model(model: Any, tokenizer: Any, name: str | None = None) -> HFEngine:
@@ -34,17 +33,5 @@ def engine_from_model(model: Any, tokenizer: Any, name: str | None = None) -> HF
         else:  # older transformers: the config field is what the attention layers read
             config._attn_implementation = "eager"
     model.eval()
-    kind: Kind = "decoder" if _is_decoder(config) else "encoder"
-    layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
     label = name or Path(str(getattr(config, "_name_or_path", "") or config.model_type)).name  # hub id or folder
-    return HFEngine(
-        name=str(label),
-        kind=kind,
-        description=f"{config.model_type} {kind}: {layers} layers x {heads} heads",
-        num_layers=layers,
-        num_heads=heads,
-        max_tokens=_model_max_tokens(config, tokenizer),
-        tokenizer=tokenizer,
-        model=model,
-        uses_token_types="token_type_ids" in tokenizer.model_input_names,
-    )
+    return engine_of(str(label), model, tokenizer, source="memory")

@@ -10,6 +10,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import APIError
+from ..models import tokentext
 from ..models.engine import Encoded, Engine, TooLong
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
@@ -104,6 +105,12 @@ def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionRes
     return AttentionResult(engine, enc, layers, heads, attn)
 
 
+def token_text(enc: Encoded) -> dict[str, Any]:
+    """``labels``, ``word_ids``, ``unknown_count``, ``unknown_share``: in every response that carries tokens."""
+    count, share = tokentext.unknown_share(enc.unknown, enc.special)
+    return {"labels": enc.labels, "word_ids": enc.word_ids, "unknown_count": count, "unknown_share": share}
+
+
 def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
     """The ``AttentionResponse`` dict; ``attention`` stays ``Weights`` (a tensor view) for ``encoding.dumps``."""
     attn = select(result.attention, result.layers, result.heads)  # (l, h, T, T)
@@ -112,6 +119,7 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
         "model": result.engine.name,
         "kind": result.engine.kind,
         "tokens": enc.tokens,
+        **token_text(enc),
         "offsets": enc.offsets,
         "special": enc.special,
         "unknown": enc.unknown,

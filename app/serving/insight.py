@@ -29,6 +29,7 @@ def tokens_info(engine: Engine, enc: Encoded) -> dict[str, Any]:
         "model": engine.name,
         "kind": engine.kind,
         "tokens": enc.tokens,
+        **service.token_text(enc),
         "special": enc.special,
         "segments": enc.segments,
         "truncated": enc.truncated,

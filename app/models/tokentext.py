@@ -38,6 +38,8 @@ CONTINUATION = "…"
 _VISIBLE = {" ": SPACE, "\n": "↵", "\r": "↵", "\t": "⇥"}
 #: How byte-level BPE (GPT-2's byte-to-unicode map) and SentencePiece spell whitespace inside a token string.
 _MARKERS = {"Ġ": SPACE, "▁": SPACE, "Ċ": "↵", "ĉ": "⇥", "č": "↵"}
+#: Above this share of unknown tokens, the page and the report say the model does not know the text's script.
+UNKNOWN_WARNING = 0.1
 _ASCII_PUNCT = frozenset(string.punctuation)
 
 _jieba_lock = threading.Lock()

@@ -22,7 +22,7 @@ WORD_IDS_DESCRIPTION = (
 UNKNOWN_COUNT_DESCRIPTION = "How many of the text's tokens are the model's unknown token (`[UNK]`)."
 UNKNOWN_SHARE_DESCRIPTION = (
     "`unknown_count` / number of non-special tokens (0 when there are none). Above 0.1 the model does not know "
-    "the script well: see the README section \"Models for Chinese and other languages\"."
+    'the script well: see the README section "Models for Chinese and other languages".'
 )
 
 #: Decimal places kept in the default JSON encoding (absolute error <= 5e-5).
@@ -145,3 +145,13 @@ class Readiness(BaseModel):
     ready: bool
     models: list[str] = Field(description="Models loaded and warmed up.")
     failed: dict[str, str] = Field(default_factory=dict, description="Models that failed to load, with the reason.")
+
+
+class Messages(BaseModel):
+    """One language's message catalogue (every user-facing string of the page and reports)."""
+
+    lang: str = Field(description="The language given: `?lang=`, else the cookie, else `Accept-Language`, else en.",
+                      examples=["zh-CN"])  # fmt: skip
+    languages: list[str] = Field(description="Every language with a catalogue.", examples=[["en", "zh-CN"]])
+    messages: dict[str, str] = Field(description="Key -> text; `{name}` marks a value to fill in.")
+    glossary: dict[str, str] = Field(description="English term -> the term this language uses for it, consistently.")

@@ -32,6 +32,7 @@ from ...serving.encoding import dumps
 from ...serving.scheduler import Scheduler
 from ..deps import RegistryDep, SchedulerDep
 from ..errors import error_responses
+from ..i18n import LangDep
 from ..responses import timed_json
 
 router = APIRouter(prefix="/api", tags=["insight"])
@@ -133,8 +134,10 @@ async def compare(req: CompareRequest, registry: RegistryDep, scheduler: Schedul
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="The custom block's forward pass step by step for one head, with real numbers",
 )
-async def explain(req: ExplainRequest, registry: RegistryDep) -> Response:
-    """Embeddings, Q/K/V, scores, softmax weights, weighted sum, residual + LayerNorm, Linear output (kind custom)."""
+async def explain(req: ExplainRequest, registry: RegistryDep, lang: LangDep) -> Response:
+    """Embeddings, Q/K/V, scores, softmax weights, weighted sum, residual + LayerNorm, Linear output (kind custom).
+
+    Titles and explanations follow `?lang=` or `Accept-Language` (`en`, `zh-CN`); formulas and keys do not."""
     start = time.perf_counter()
     one = AttentionRequest(
         text=req.text,
@@ -149,4 +152,4 @@ async def explain(req: ExplainRequest, registry: RegistryDep) -> Response:
     insight_service.require_custom(engine)  # before tokenizing
     enc = await run_in_threadpool(service.encode, engine, one)
     # One layer on one unpadded input: milliseconds, so it runs beside the batcher rather than through it.
-    return await _respond(start, insight_service.explain_payload, engine, enc, req.head)
+    return await _respond(start, insight_service.explain_payload, engine, enc, req.head, lang)

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import APIError
 from ..settings import Settings
+from . import tokentext
 from .custom import make_custom
 from .engine import Engine
 from .hf import HFEngine, load_hf
@@ -62,6 +63,7 @@ class ModelRegistry:
         for name, path in extra.items():
             self._try(name, lambda name=name, path=path: load_hf(name, path))
         if self.settings.warmup:
+            tokentext.preload()  # jieba's dictionary, for word ids of Chinese text; not waited for
             for name, engine in list(self.engines.items()):
                 self._try(name, lambda engine=engine: self._warm(engine))
         self.ready = True

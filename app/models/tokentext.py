@@ -30,6 +30,7 @@ import string
 import threading
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 #: Shown for a space a token carries; see the module docstring for why not "·".
 SPACE = "␣"
@@ -109,8 +110,8 @@ def token_labels(
     return labels
 
 
-def _jieba_words(run: str) -> list[tuple[int, int]]:
-    """``[(start, end)]`` of jieba's words in a run of Chinese characters (default dictionary, HMM on)."""
+def _jieba() -> Any:
+    """jieba, its dictionary loaded (about a second, once per process; the lock makes other threads wait)."""
     global _jieba_ready
     import jieba
 
@@ -120,7 +121,18 @@ def _jieba_words(run: str) -> list[tuple[int, int]]:
                 jieba.setLogLevel(logging.WARNING)  # "Building prefix dict ..." is not worth a log line
                 jieba.initialize()
                 _jieba_ready = True
-    return [(s, e) for _, s, e in jieba.tokenize(run)]
+    return jieba
+
+
+def preload() -> None:
+    """Load jieba's dictionary in a background thread, so the first Chinese text does not wait for it."""
+    if not _jieba_ready:
+        threading.Thread(target=_jieba, name="headmap-jieba", daemon=True).start()
+
+
+def _jieba_words(run: str) -> list[tuple[int, int]]:
+    """``[(start, end)]`` of jieba's words in a run of Chinese characters (default dictionary, HMM on)."""
+    return [(s, e) for _, s, e in _jieba().tokenize(run)]
 
 
 def chinese_words(text: str) -> dict[int, int]:

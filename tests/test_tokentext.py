@@ -9,6 +9,8 @@ BPE merges chosen to cut characters mid-way, a Unigram vocabulary that allows on
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headmap.models import tokentext
 from headmap.models.engine import Encoded, Engine
@@ -148,3 +150,70 @@ def test_labels_of_tokens_without_offsets_and_whitespace() -> None:
         [0, 0, 0, 0, 0, 1, 1],
     )  # fmt: skip
     assert labels == ["[CLS]", "a", "↵", "b", "[SEP]", "c", "␣d"]
+
+
+# -- properties over arbitrary text ------------------------------------------------------------------------------
+
+_GPT2 = None
+
+
+def _gpt2() -> object:
+    global _GPT2
+    if _GPT2 is None:
+        from transformers import GPT2TokenizerFast
+
+        from tests.tiny_models import _byte_level_bpe
+
+        vocab, merges = _byte_level_bpe(["<|endoftext|>"])
+        _GPT2 = GPT2TokenizerFast(vocab=vocab, merges=merges)
+    return _GPT2
+
+
+_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="␣↵⇥…\r"),
+    min_size=1,
+    max_size=40,
+).filter(lambda t: t.strip())
+
+
+@settings(max_examples=80, deadline=None)
+@given(_TEXT)
+def test_byte_level_labels_spell_the_text_once(text: str) -> None:
+    """Read in order, with the markers turned back into what they stand for, the labels are the text itself
+    (whitespace other than newlines and tabs shown as ␣): nothing dropped, nothing repeated."""
+    enc = encode(_gpt2(), text)
+    assert len(enc.labels) == len(enc.tokens) == len(enc.word_ids)
+    back = "".join(enc.labels).replace("…", "").replace("␣", " ").replace("↵", "\n").replace("⇥", "\t")
+    expected = "".join(c if c in "\n\t" or not c.isspace() else " " for c in text)
+    assert back == expected
+    _check_words([text], enc)
+
+
+def _check_words(texts: list[str], enc: Encoded) -> None:
+    seen: list[int] = []
+    for wid, off, sp, g in zip(enc.word_ids, enc.offsets, enc.special, enc.segments, strict=True):
+        if sp or off is None:
+            assert wid is None
+            continue
+        covered = texts[g][off[0] : off[1]]
+        if covered and all(tokentext.is_punct(c) for c in covered):
+            assert wid is None  # punctuation is never part of a word
+        if wid is not None and wid not in seen:
+            assert wid == len(seen)  # numbered by first appearance
+            seen.append(wid)
+
+
+@settings(max_examples=50, deadline=None)
+@given(_TEXT, _TEXT)
+def test_wordpiece_pairs_never_fail_and_words_stay_in_their_segment(text: str, pair: str) -> None:
+    from transformers import BertTokenizerFast
+
+    from tests.tiny_models import WORDPIECE_VOCAB
+
+    tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(WORDPIECE_VOCAB)}, do_lower_case=True)
+    enc = encode(tok, text, pair)
+    assert len(enc.labels) == len(enc.tokens) == len(enc.word_ids)
+    _check_words([text, pair], enc)
+    words_a = {w for w, g in zip(enc.word_ids, enc.segments, strict=True) if w is not None and g == 0}
+    words_b = {w for w, g in zip(enc.word_ids, enc.segments, strict=True) if w is not None and g == 1}
+    assert not words_a & words_b

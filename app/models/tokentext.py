@@ -86,25 +86,26 @@ def token_labels(
             claimed, segment = 0, g
         text = texts[g]
         start, end = int(off[0]), int(off[1])
-        covered = text[start:end]
-        if covered and covered.isspace():
-            labels.append(_visible(covered))
-            claimed = max(claimed, end)
-            continue
-        if _marker_only(token):  # "▁" / "Ġ" alone, or offsets trimmed to nothing
-            labels.append("".join(_MARKERS[c] for c in token))
-            continue
         new = max(start, claimed)
         body = text[new:end]
+        continued = start < claimed  # starts inside a character an earlier token already showed
+        if body and body.isspace():
+            labels.append((CONTINUATION if continued else "") + _visible(body))
+            claimed = max(claimed, end)
+            continue
+        if _marker_only(token):  # "▁" / "Ġ" alone, over no text or over a character it does not hold
+            labels.append("".join(_MARKERS[c] for c in token))
+            continue
         lead = len(body) - len(body.lstrip())
-        carries_space = lead > 0 or (
-            token[:1] in ("Ġ", "▁") and start > 0 and new == start and text[start - 1].isspace()
+        # offsets that take in the space (GPT-2), or trimmed ones (RoBERTa) after a real space in the text
+        space = _visible(body[:lead]) or (
+            SPACE if token[:1] in ("Ġ", "▁") and start > 0 and not continued and text[start - 1].isspace() else ""
         )
         body = body[lead:]
         if not body and start >= end:  # empty offsets: show the token string with whitespace made visible
             labels.append("".join(_MARKERS.get(c, c) for c in token))
             continue
-        prefix = (SPACE if carries_space else "") + (CONTINUATION if start < claimed else "")
+        prefix = (CONTINUATION if continued else "") + space
         labels.append(prefix + _visible(body) if body or prefix else CONTINUATION)
         claimed = max(claimed, end)
     return labels

@@ -77,6 +77,10 @@ def test_error_codes_stay_and_detail_follows_accept_language(client: TestClient)
     assert r.json() == {"error": "layer_out_of_range", "detail": "第 9 层超出范围；该模型的层为 0..5。"}
     r = client.post("/api/attention", content=b"{", headers={**zh, "Content-Type": "application/json"})
     assert r.json() == {"error": "invalid_json", "detail": "请求体不是有效的 JSON。"}
+    r = client.post("/api/attention", params={"lang": "zh-CN"}, json={"text": "x", "heads": [12]})  # ?lang= too
+    assert r.json() == {"error": "head_out_of_range", "detail": "第 12 头超出范围；该模型的头为 0..11。"}
+    r = client.post("/api/compare", json={"a": {"text": "x"}, "b": {"text": " "}}, headers=zh)  # names the side
+    assert r.json() == {"error": "empty_text", "detail": "b：`text` 为空或只有空白。"}
     r = client.post("/api/attention", json={"text": "   "})  # no header: English as before
     assert r.json() == {"error": "empty_text", "detail": "`text` is empty or only whitespace."}
 

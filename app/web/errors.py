@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import i18n
 from ..errors import APIError
 from ..schemas.attention import ErrorResponse
-from .i18n import request_language
+from .i18n import language_of
 
 log = logging.getLogger("headmap")
 
@@ -38,15 +38,20 @@ def _localised(request: Request, detail: str, message: tuple[str, dict[str, Any]
     """``detail`` in the reader's language when the error says which catalogue message it is (codes never change)."""
     if message is None:
         return detail
-    lang = request_language(request)
+    lang = language_of(request)
     if lang == i18n.DEFAULT:
         return detail
-    key, params = message
     try:
-        return i18n.t(lang, key, **params)
+        return _message(lang, message)
     except (KeyError, IndexError, ValueError):  # a catalogue slip must not turn a 4xx into a 500
-        log.exception("message %s in %s", key, lang)
+        log.exception("message %s in %s", message[0], lang)
         return detail
+
+
+def _message(lang: str, message: tuple[str, dict[str, Any]]) -> str:
+    """A catalogue message; a parameter that is itself a ``(key, params)`` message is filled in first."""
+    key, params = message
+    return i18n.t(lang, key, **{k: _message(lang, v) if isinstance(v, tuple) else v for k, v in params.items()})
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -4,16 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from .. import i18n
 
 
-def request_language(request: Request) -> str:
-    """One of ``i18n.LANGUAGES``; see ``i18n.negotiate``."""
+def language_of(request: Request) -> str:
+    """One of ``i18n.LANGUAGES`` for ``request``; see ``i18n.negotiate``."""
     return i18n.negotiate(
         request.query_params.get("lang"), request.cookies.get(i18n.COOKIE), request.headers.get("accept-language")
     )
+
+
+def request_language(
+    request: Request,
+    lang: Annotated[
+        str | None,
+        Query(
+            description="Language of the texts in the response: `en` or `zh-CN` (any `zh-*` means zh-CN). "
+            "Without it: the `headmap_lang` cookie, then `Accept-Language`, then en. Unknown values are ignored.",
+            max_length=35,
+        ),
+    ] = None,
+) -> str:
+    """``language_of`` as a dependency, so ``lang`` shows in the OpenAPI schema."""
+    return i18n.negotiate(lang, request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
 
 
 LangDep = Annotated[str, Depends(request_language)]

@@ -75,7 +75,8 @@ def _side(name: str) -> Iterator[None]:
     try:
         yield
     except APIError as exc:
-        raise APIError(exc.status, exc.error, f"{name}: {exc.detail}", exc.headers) from None
+        message = ("error.side", {"side": name, "detail": exc.message}) if exc.message else None
+        raise APIError(exc.status, exc.error, f"{name}: {exc.detail}", exc.headers, message) from None
 
 
 async def _compute_side(

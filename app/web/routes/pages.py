@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from ... import __version__, i18n
 from ...paths import STATIC_DIR, TEMPLATES_DIR
 from ...schemas.attention import EXAMPLE_TEXT
-from ..i18n import request_language
+from ..i18n import language_of
 from ..static_files import (
     IMMUTABLE,
     REVALIDATE,
@@ -36,7 +36,7 @@ _ASSETS = CachedStaticFiles(directory=STATIC_DIR)
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request) -> HTMLResponse:
     """The interactive heatmap page, in the reader's language (``?lang=`` is remembered in a cookie)."""
-    lang = request_language(request)
+    lang = language_of(request)
     context = {
         "lang": lang,
         "languages": i18n.LANGUAGES,

@@ -26,6 +26,7 @@ word (SentencePiece ``▁`` + ``注意``), else to none.
 from __future__ import annotations
 
 import logging
+import re
 import string
 import threading
 import unicodedata
@@ -64,12 +65,19 @@ def is_punct(ch: str) -> bool:
     return ch in _ASCII_PUNCT or unicodedata.category(ch).startswith("P")
 
 
+#: str.translate table: every whitespace character to its visible marker.
+_VISIBLE_TABLE = {o: _VISIBLE.get(chr(o), SPACE) for o in range(0x3001) if chr(o).isspace()}
+_MARKER_CHARS = "".join(_MARKERS)
+_HAN = "\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_HAN_RUN = re.compile(f"[{_HAN}]+")
+
+
 def _visible(text: str) -> str:
-    return "".join(_VISIBLE.get(c, SPACE if c.isspace() else c) for c in text)
+    return text.translate(_VISIBLE_TABLE)
 
 
 def _marker_only(token: str) -> bool:
-    return bool(token) and all(c in _MARKERS for c in token)
+    return bool(token) and not token.strip(_MARKER_CHARS)
 
 
 def token_labels(
@@ -139,18 +147,11 @@ def _jieba_words(run: str) -> list[tuple[int, int]]:
 def chinese_words(text: str) -> dict[int, int]:
     """Character index -> start index of its jieba word, for every Chinese character of ``text``."""
     out: dict[int, int] = {}
-    i, n = 0, len(text)
-    while i < n:
-        if not is_han(text[i]):
-            i += 1
-            continue
-        j = i
-        while j < n and is_han(text[j]):
-            j += 1
-        for s, e in _jieba_words(text[i:j]):
+    for run in _HAN_RUN.finditer(text):
+        i = run.start()
+        for s, e in _jieba_words(run.group()):
             for k in range(i + s, i + e):
                 out[k] = i + s
-        i = j
     return out
 
 
@@ -176,27 +177,34 @@ def word_ids(
     ``tokenizer_words``: the fast tokenizer's ``word_ids()`` (per segment, null for special tokens), or None
     when the tokenizer has none; then words are the text's whitespace-separated chunks.
     """
-    han = [chinese_words(t) if any(is_han(c) for c in t) else {} for t in texts]
-    chunk = [_chunks(t) for t in texts]
+    han = [chinese_words(t) if _HAN_RUN.search(t) else {} for t in texts]
+    chunks: dict[int, list[int]] = {}  # only when the tokenizer gives no word ids
     parent: dict[object, object] = {}
     units: list[list[object]] = []
     for i, (token, off, g, sp) in enumerate(zip(tokens, offsets, segments, special, strict=True)):
-        mine: list[object] = []
+        mine: dict[object, None] = {}  # ordered, without repeats
         if off is not None and not sp and not _marker_only(token):
             tw = tokenizer_words[i] if tokenizer_words is not None else None
-            for k in range(int(off[0]), int(off[1])):
-                c = texts[g][k]
+            zh, start, end = han[g], int(off[0]), int(off[1])
+            text = texts[g]
+            if tw is not None and text[start:end].isalnum() and not (zh and _HAN_RUN.search(text, start, end)):
+                mine[("tok", g, tw)] = None  # the common case: letters and digits of one tokenizer word
+            for k in range(start, end) if not mine else ():
+                c = text[k]
                 if c.isspace() or is_punct(c):
                     continue
-                if k in han[g]:
-                    mine.append(("zh", g, han[g][k]))
+                if k in zh:
+                    mine[("zh", g, zh[k])] = None
                 elif tw is not None:
-                    mine.append(("tok", g, tw))
+                    mine[("tok", g, tw)] = None
                 else:
-                    mine.append(("chunk", g, chunk[g][k]))
-        for u in mine[1:]:
-            parent[_find(parent, u)] = _find(parent, mine[0])
-        units.append(mine)
+                    if g not in chunks:
+                        chunks[g] = _chunks(text)
+                    mine[("chunk", g, chunks[g][k])] = None
+        ordered = list(mine)
+        for u in ordered[1:]:  # a token in two words joins them
+            parent[_find(parent, u)] = _find(parent, ordered[0])
+        units.append(ordered)
     keys: list[object | None] = [_find(parent, u[0]) if u else None for u in units]
     # A token that is only a space joins the next token's word when the tokenizer says they are one word.
     for i in range(len(keys) - 2, -1, -1):

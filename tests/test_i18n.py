@@ -163,3 +163,12 @@ def test_report_in_english_has_no_unknown_notice(tmp_path: Path) -> None:
     assert main(["render", "The cat sat.", "-o", str(out)]) == 0
     html = out.read_text(encoding="utf-8")
     assert '<html lang="en">' in html and "Head view" in html and 'id="unknown-notice"' not in html
+
+
+def test_cli_json_carries_labels_words_and_unknown_share(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    assert main(["attention", "注意力 works.", "--model", "minilm"]) == 0
+    body = json.loads(capsysbinary.readouterr().out)
+    assert body["labels"] == ["[CLS]", "注", "意", "力", "works", ".", "[SEP]"]
+    assert body["word_ids"] == [None, 0, 0, 0, 1, None, None]
+    unk = body["tokens"].count("[UNK]")
+    assert body["unknown_count"] == unk and body["unknown_share"] == pytest.approx(unk / 5)

@@ -23,7 +23,6 @@ def request_language(
         Query(
             description="Language of the texts in the response: `en` or `zh-CN` (any `zh-*` means zh-CN). "
             "Without it: the `headmap_lang` cookie, then `Accept-Language`, then en. Unknown values are ignored.",
-            max_length=35,
         ),
     ] = None,
 ) -> str:

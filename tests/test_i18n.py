@@ -172,3 +172,33 @@ def test_cli_json_carries_labels_words_and_unknown_share(capsysbinary: pytest.Ca
     assert body["word_ids"] == [None, 0, 0, 0, 1, None, None]
     unk = body["tokens"].count("[UNK]")
     assert body["unknown_count"] == unk and body["unknown_share"] == pytest.approx(unk / 5)
+
+
+@pytest.mark.browser
+def test_chinese_report_draws_in_chromium(tmp_path: Path) -> None:
+    """The zh-CN report runs its script without an error, with Chinese labels, options and column names."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    out = tmp_path / "报告.html"
+    assert main(["render", "注意力机制是一种技术。Attention 😀", "-o", str(out), "--lang", "zh-CN"]) == 0
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(locale="zh-CN")
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(out.as_uri())
+        page.wait_for_selector("#stat-view .main-svg")
+        ticks = page.locator("#head-view .xtick text").all_text_contents()
+        assert ticks[:4] == ["[CLS]", "注", "意", "力"] and "😀" in ticks
+        assert page.locator("#layer option").first.text_content() == "第 0 层"
+        headers = page.locator("#stat-table th").all_text_contents()
+        assert headers[:3] == ["层", "头", "熵"]
+        assert "第 0 层" in page.locator("#cell-0-0").get_attribute("title")
+        Path("test-artifacts").mkdir(exist_ok=True)
+        page.screenshot(path="test-artifacts/report-zh-CN.png", full_page=False)
+        browser.close()
+    assert problems == []

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from .i18n import LANGUAGES
 from .settings import Settings
 
 
@@ -76,7 +77,7 @@ def _render(args: argparse.Namespace) -> int:
     registry.load_all()
     try:
         req = AttentionRequest(text=args.text, model=args.model, text_pair=args.pair, truncate=args.truncate)
-        html = render_report(registry, req)
+        html = render_report(registry, req, args.lang)
     except ValidationError as exc:
         err = request_error(exc.errors())
         print(f"headmap: {err.error}: {err.detail}", file=sys.stderr)
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--model", default=None, help="model name (default: minilm)")
     ren.add_argument("--pair", default=None, help="optional second segment")
     ren.add_argument("--truncate", action="store_true", help="cut to the model's max_tokens instead of failing")
+    ren.add_argument("--lang", choices=LANGUAGES, default="en", help="language of the report's text (default: en)")
     ren.set_defaults(func=_render)
     return parser
 

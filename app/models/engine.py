@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import torch
 
+from . import tokentext
+
 Kind = Literal["encoder", "decoder", "encoder-decoder", "custom"]
 
 
@@ -37,6 +39,10 @@ class Encoded:
     unknown: list[bool]
     segments: list[int]
     truncated: bool
+    #: What each token covers in the text, readable in any script; see ``tokentext.token_labels``.
+    labels: list[str] = field(default_factory=list)
+    #: Word of each token (null: special, punctuation, space); see ``tokentext.word_ids``.
+    word_ids: list[int | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -79,6 +85,7 @@ class Engine:
             ids: list[int] = list(full["input_ids"])
             tokens = self.tokenizer.convert_ids_to_tokens(ids)
             seq_ids = full.sequence_ids()
+            tokenizer_words = full.word_ids() if getattr(full, "is_fast", False) else None
         added = [bool(s) for s in full["special_tokens_mask"]]  # inserted by the tokenizer, no source text
         offsets = [None if a else [int(x), int(y)] for (x, y), a in zip(full["offset_mapping"], added, strict=True)]
         # A "[SEP]" typed in the text becomes the real separator: flag it too, but keep its offsets.
@@ -89,15 +96,19 @@ class Engine:
             last = sid if sid is not None else last
             segments.append(last)
         unk = self.tokenizer.unk_token_id
+        texts = [text, text_pair or ""]
+        tokens = [str(t) for t in tokens]
         return Encoded(
             input_ids=ids,
             token_type_ids=list(full["token_type_ids"]) if "token_type_ids" in full else None,
-            tokens=[str(t) for t in tokens],
+            tokens=tokens,
             offsets=offsets,
             special=special,
             unknown=[unk is not None and i == unk for i in ids],
             segments=segments,
             truncated=truncated,
+            labels=tokentext.token_labels(texts, tokens, offsets, segments),
+            word_ids=tokentext.word_ids(texts, tokens, offsets, segments, special, tokenizer_words),
         )
 
     def _tokenize(self, text: str, text_pair: str | None, truncation: bool) -> Any:

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import APIError
 from ..settings import Settings
+from . import tokentext
 from .custom import make_custom
 from .engine import Engine
 from .hf import HFEngine, load_hf
@@ -65,6 +66,8 @@ class ModelRegistry:
         event loop. Each model serves as soon as it is warm; ``ready`` turns True once all are done."""
         start = time.perf_counter()
         builtin = self.settings.builtin()
+        if self.settings.warmup:
+            tokentext.preload()  # jieba's dictionary, for word ids of Chinese text; not waited for
         if "minilm" in builtin or "custom" in builtin:
             base = self._load(
                 "minilm",

@@ -18,7 +18,9 @@ import orjson
 import plotly
 from markupsafe import Markup
 
-from .. import __version__
+from .. import __version__, i18n
+from ..models.registry import ModelRegistry
+from ..models.tokentext import UNKNOWN_WARNING
 from ..paths import TEMPLATES_DIR
 from ..schemas.insight import HeadStatistics
 from ..serving.encoding import compact_tensor
@@ -62,7 +64,12 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def report_data(registry: ModelRegistry, req: AttentionRequest) -> dict[str, Any]:
+#: Messages the report's script uses (the rest are filled into the template).
+_SCRIPT_MESSAGES = ("report.layer_option", "report.head_option", "report.key_axis", "report.query_axis",
+                    "report.grid_cell", "report.stat_hover", "report.col_layer", "report.col_head")  # fmt: skip
+
+
+def report_data(registry: ModelRegistry, req: AttentionRequest, lang: str = i18n.DEFAULT) -> dict[str, Any]:
     """Everything the report's script draws, as one JSON-able dict.
 
     ``attention`` is the ``CompactTensor`` of all layers and heads, shape (L, H, T, T), weight = byte / 255:
@@ -76,27 +83,41 @@ def report_data(registry: ModelRegistry, req: AttentionRequest) -> dict[str, Any
     result = service.compute_sync(registry, req)
     stats = insight_service.stats_payload(result)
     attn = service.select(result.attention, result.layers, result.heads)  # (L, H, T, T)
+    names = [name for name in HeadStatistics.model_fields if stats["stats"][name] is not None]
+    messages = {key: i18n.t(lang, key) for key in _SCRIPT_MESSAGES}
+    # Plotly fills %{…} in the hover text; the catalogue's {…} are ours.
+    messages["report.hover"] = i18n.t(lang, "report.hover", query="%{customdata[0]}", key="%{customdata[1]}",
+                                      weight="%{z:.3f}")  # fmt: skip
     return {
         "tokens": result.enc.tokens,
+        **service.token_text(result.enc),
         "special": result.enc.special,
+        "unknown": result.enc.unknown,
         "truncated": result.enc.truncated,
         "attention": compact_tensor(attn),
         "stats": stats["stats"],
-        "stat_info": {
-            name: (field.description or name).replace("`", "")  # plain text in the page, not Markdown
-            for name, field in HeadStatistics.model_fields.items()
-            if stats["stats"][name] is not None
-        },
+        "stat_info": {name: i18n.t(lang, f"stat.{name}.help") for name in names},
+        "stat_names": {name: i18n.t(lang, f"stat.{name}.name") for name in names},
+        "msg": messages,
     }
 
 
-def render_report(registry: ModelRegistry, req: AttentionRequest) -> str:
-    """The report HTML for ``req`` (all layers and heads). Raises ``APIError`` on bad input."""
+def render_report(registry: ModelRegistry, req: AttentionRequest, lang: str = i18n.DEFAULT) -> str:
+    """The report HTML for ``req`` (all layers and heads) in ``lang``. Raises ``APIError`` on bad input."""
     engine = registry.get(req.model)
-    data = report_data(registry, req)
+    data = report_data(registry, req, lang)
     template = _environment().get_template("report.html")
+    total = sum(1 for s in data["special"] if not s)
+    unknown = (
+        i18n.t(lang, "report.unknown", percent=f"{data['unknown_share']:.0%}", count=data["unknown_count"],
+               total=total, model=engine.name)
+        if data["unknown_share"] > UNKNOWN_WARNING else None
+    )  # fmt: skip
     return template.render(
-        title=f"Headmap: {engine.name} attention",
+        lang=lang,
+        t=i18n.messages(lang),
+        unknown_notice=unknown,
+        title=i18n.t(lang, "report.title", model=engine.name),
         text=req.text,
         text_pair=req.text_pair,
         model=engine.name,

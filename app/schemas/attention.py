@@ -11,6 +11,23 @@ from .fields import Heads, Layers, ModelName, Text, TextPair, Truncate
 
 EXAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
+LABELS_DESCRIPTION = (
+    "What each token covers in the text, to show instead of `tokens`: byte-level BPE and SentencePiece tokens read "
+    "as text (`Ġis` -> `␣is`, `æ³¨æĦı` -> `注意`). A space the token carries is shown as `␣`, a newline as `↵`. A "
+    "character whose bytes are split over several tokens is shown whole on the first of them and as `…` on the "
+    "rest. Tokens without offsets (`[CLS]`, `<s>`) keep their own string; an `[UNK]` shows the text it replaced."
+)
+WORD_IDS_DESCRIPTION = (
+    "Word of each token: tokens with the same number form one word (0, 1, … in order). Null for special tokens, "
+    "punctuation and spaces. From the tokenizer's word boundaries, except in runs of Chinese characters, which are "
+    "segmented into words by jieba (注意力 / 机制) however the model split them. A word never spans two segments."
+)
+UNKNOWN_COUNT_DESCRIPTION = "How many of the text's tokens are the model's unknown token (`[UNK]`)."
+UNKNOWN_SHARE_DESCRIPTION = (
+    "`unknown_count` / number of non-special tokens (0 when there are none). Above 0.1 the model does not know "
+    'the script well: see the README section "Models for Chinese and other languages".'
+)
+
 #: Decimal places kept in the default JSON encoding (absolute error <= 5e-5).
 JSON_DECIMALS = 4
 #: Levels of the compact uint8 encoding: weight = byte / 255 (absolute error <= 1/510).
@@ -67,6 +84,10 @@ class AttentionResponse(BaseModel):
     model: str = Field(description="Model that produced the weights.", examples=["minilm"])
     kind: Kind = Field(description="Model family.", examples=["encoder"])
     tokens: list[str] = Field(description="The tokenizer's own token strings, e.g. `[CLS]`, `##ing`.")
+    labels: list[str] = Field(description=LABELS_DESCRIPTION)
+    word_ids: list[int | None] = Field(description=WORD_IDS_DESCRIPTION)
+    unknown_count: int = Field(description=UNKNOWN_COUNT_DESCRIPTION, examples=[0])
+    unknown_share: float = Field(description=UNKNOWN_SHARE_DESCRIPTION, examples=[0.0])
     offsets: list[list[int] | None] = Field(
         description="`[start, end)` character offsets of each token into the submitted `text` (or `text_pair` "
         "for tokens of segment 1); null for special tokens.",
@@ -138,3 +159,13 @@ class Readiness(BaseModel):
     ready: bool
     models: list[str] = Field(description="Models loaded and warmed up.")
     failed: dict[str, str] = Field(default_factory=dict, description="Models that failed to load, with the reason.")
+
+
+class Messages(BaseModel):
+    """One language's message catalogue (every user-facing string of the page and reports)."""
+
+    lang: str = Field(description="The language given: `?lang=`, else the cookie, else `Accept-Language`, else en.",
+                      examples=["zh-CN"])  # fmt: skip
+    languages: list[str] = Field(description="Every language with a catalogue.", examples=[["en", "zh-CN"]])
+    messages: dict[str, str] = Field(description="Key -> text; `{name}` marks a value to fill in.")
+    glossary: dict[str, str] = Field(description="English term -> the term this language uses for it, consistently.")

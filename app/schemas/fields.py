@@ -64,19 +64,25 @@ _EMPTY_TEXT = {
 }
 
 
-def _known(err: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The API's own code and message for a refused field rule of this module, else None."""
+Message = tuple[str, dict[str, Any]] | None  # a catalogue key and its parameters, for a translated detail
+
+
+def _known(err: Mapping[str, Any]) -> tuple[str, str, Message] | None:
+    """The API's own code, detail and catalogue message for a refused field rule of this module, else None."""
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     if not loc:
         return None
     field, kind = loc[-1], err.get("type")
     side = "".join(f"{p}: " for p in loc[:-1] if p in ("a", "b"))  # compare: which input
     if field in _EMPTY_TEXT and kind in _BLANK:
-        return "empty_text", side + _EMPTY_TEXT[field]
+        message: Message = ("error.detail.empty_text", {"field": field})
+        if side:  # compare: "a: ..." / "b: ..." in every language
+            message = ("error.side", {"side": side.removesuffix(": "), "detail": message})
+        return "empty_text", side + _EMPTY_TEXT[field], message
     if field in _EMPTY_TEXT and kind == "string_unicode":  # a lone surrogate ("\ud800") met the pattern check
-        return "invalid_text", side + f"`{field}` contains a lone UTF-16 surrogate, which is not a character."
+        return "invalid_text", side + f"`{field}` contains a lone UTF-16 surrogate, which is not a character.", None
     if field in ("layers", "heads") and kind == "too_short":
-        return f"{field[:-1]}_out_of_range", f"`{field}` must not be empty; omit it or pass null for all."
+        return f"{field[:-1]}_out_of_range", f"`{field}` must not be empty; omit it or pass null for all.", None
     return None
 
 
@@ -85,8 +91,8 @@ def request_error(errors: Sequence[Mapping[str, Any]]) -> APIError:
     ``invalid_request`` listing (up to five of) them."""
     known = [_known(e) for e in errors]
     if known and all(known):
-        error, detail = known[0]  # type: ignore[misc]  # all() above
-        return APIError(422, error, detail)
+        error, detail, message = known[0]  # type: ignore[misc]  # all() above
+        return APIError(422, error, detail, message=message)
 
     def describe(err: Mapping[str, Any]) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"

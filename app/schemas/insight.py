@@ -11,7 +11,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.engine import Kind
-from .attention import EXAMPLE_TEXT, AttentionRequest
+from .attention import (
+    EXAMPLE_TEXT,
+    LABELS_DESCRIPTION,
+    UNKNOWN_COUNT_DESCRIPTION,
+    UNKNOWN_SHARE_DESCRIPTION,
+    WORD_IDS_DESCRIPTION,
+    AttentionRequest,
+)
 from .fields import Heads, Layers, ModelName, Text, TextPair, Truncate
 
 Matrix = list[list[float]]
@@ -45,6 +52,10 @@ class TokenInfo(BaseModel):
     model: str = Field(description="Model that produced the weights.", examples=["minilm"])
     kind: Kind = Field(description="Model family.", examples=["encoder"])
     tokens: list[str] = Field(description="The tokenizer's own token strings, e.g. `[CLS]`, `##ing`.")
+    labels: list[str] = Field(description=LABELS_DESCRIPTION)
+    word_ids: list[int | None] = Field(description=WORD_IDS_DESCRIPTION)
+    unknown_count: int = Field(description=UNKNOWN_COUNT_DESCRIPTION, examples=[0])
+    unknown_share: float = Field(description=UNKNOWN_SHARE_DESCRIPTION, examples=[0.0])
     special: list[bool] = Field(description="True for special tokens such as `[CLS]` and `[SEP]`.")
     segments: list[int] = Field(description="Segment of each token: 0 for `text`, 1 for `text_pair`.")
     truncated: bool = Field(description="True if the input was cut to `max_tokens`.")

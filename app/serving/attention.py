@@ -10,6 +10,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import APIError
+from ..models import tokentext
 from ..models.engine import Encoded, Engine, TooLong
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
@@ -36,7 +37,10 @@ def _indices(asked: list[int] | None, count: int, what: str) -> list[int]:
     bad = [i for i in asked if not 0 <= i < count]
     if bad:
         raise APIError(
-            422, f"{what}_out_of_range", f"{what} {bad[0]} is out of range; this model has {what}s 0..{count - 1}."
+            422,
+            f"{what}_out_of_range",
+            f"{what} {bad[0]} is out of range; this model has {what}s 0..{count - 1}.",
+            message=(f"error.detail.{what}_out_of_range", {"index": bad[0], "last": count - 1}),
         )
     return list(dict.fromkeys(asked))  # drop repeats, keep the caller's order
 
@@ -44,9 +48,19 @@ def _indices(asked: list[int] | None, count: int, what: str) -> list[int]:
 def prepare(registry: ModelRegistry, req: AttentionRequest) -> tuple[Engine, list[int], list[int]]:
     """Check everything that needs no tokenizing; return the engine and the layer/head indices."""
     if not req.text.strip():
-        raise APIError(422, "empty_text", "`text` is empty or only whitespace.")
+        raise APIError(
+            422,
+            "empty_text",
+            "`text` is empty or only whitespace.",
+            message=("error.detail.empty_text", {"field": "text"}),
+        )
     if req.text_pair is not None and not req.text_pair.strip():
-        raise APIError(422, "empty_text", "`text_pair` is empty or only whitespace; omit it or pass null.")
+        raise APIError(
+            422,
+            "empty_text",
+            "`text_pair` is empty or only whitespace; omit it or pass null.",
+            message=("error.detail.empty_text", {"field": "text_pair"}),
+        )
     for name, value in (("text", req.text), ("text_pair", req.text_pair)):
         # JSON may carry lone surrogates ("\ud800"), which are not text; the tokenizer would raise TypeError.
         if value is not None and not value.isascii():
@@ -72,6 +86,10 @@ def encode(engine: Engine, req: AttentionRequest) -> Encoded:
             "too_many_tokens",
             f"The input has {exc.num_tokens} tokens; {engine.name} takes at most {exc.max_tokens}. "
             'Shorten it or send "truncate": true.',
+            message=(
+                "error.detail.too_many_tokens",
+                {"count": exc.num_tokens, "model": engine.name, "max": exc.max_tokens},
+            ),
         ) from None
 
 
@@ -104,6 +122,12 @@ def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionRes
     return AttentionResult(engine, enc, layers, heads, attn)
 
 
+def token_text(enc: Encoded) -> dict[str, Any]:
+    """``labels``, ``word_ids``, ``unknown_count``, ``unknown_share``: in every response that carries tokens."""
+    count, share = tokentext.unknown_share(enc.unknown, enc.special)
+    return {"labels": enc.labels, "word_ids": enc.word_ids, "unknown_count": count, "unknown_share": share}
+
+
 def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
     """The ``AttentionResponse`` dict; ``attention`` stays ``Weights`` (a tensor view) for ``encoding.dumps``."""
     attn = select(result.attention, result.layers, result.heads)  # (l, h, T, T)
@@ -112,6 +136,7 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
         "model": result.engine.name,
         "kind": result.engine.kind,
         "tokens": enc.tokens,
+        **token_text(enc),
         "offsets": enc.offsets,
         "special": enc.special,
         "unknown": enc.unknown,

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .. import i18n
 from ..attention import stats as analysis
 from ..errors import APIError
 from ..models.custom import CustomEngine
@@ -29,6 +30,7 @@ def tokens_info(engine: Engine, enc: Encoded) -> dict[str, Any]:
         "model": engine.name,
         "kind": engine.kind,
         "tokens": enc.tokens,
+        **service.token_text(enc),
         "special": enc.special,
         "segments": enc.segments,
         "truncated": enc.truncated,
@@ -159,8 +161,8 @@ def require_custom(engine: Engine) -> None:
         )
 
 
-def explain_payload(engine: Engine, enc: Encoded, head: int) -> dict[str, Any]:
-    """The ``ExplainResponse`` dict: the custom block's forward pass on ``enc``, following ``head``.
+def explain_payload(engine: Engine, enc: Encoded, head: int, lang: str = i18n.DEFAULT) -> dict[str, Any]:
+    """The ``ExplainResponse`` dict: the custom block's forward pass on ``enc``, following ``head``, in ``lang``.
 
     Runs the block's ``trace`` (every intermediate) on one unpadded input. Raises APIError 422 if
     ``engine`` is not the custom block or the numbers are not finite.
@@ -182,94 +184,44 @@ def explain_payload(engine: Engine, enc: Encoded, head: int) -> dict[str, Any]:
     if not all(math.isfinite(float(m.sum())) for m in (x, scores, weights, mixed, residual, normed, output)):
         raise APIError(422, "non_finite_attention", "The block produced NaN or infinite values for this input.")
     cols = f"{head * hd}..{(head + 1) * hd - 1}"
-    h = f"head {head}"
+
+    def tr_(key: str, **params: Any) -> str:
+        return i18n.t(lang, f"explain.{key}", **params)
+
+    h = tr_("head", head=head)
 
     def proj(name: str, what: str) -> dict[str, Any]:
-        return {"name": name, "shape": [e, hd], "description": f"Columns {cols} of the {what} projection (E×E): "
-                f"the part that feeds {h}. Its bias b_{name[-1]} has {hd} values."}  # fmt: skip
+        text = tr_("proj", cols=cols, what=tr_(f"proj_{what}"), head=h, bias=name[-1], size=hd)
+        return {"name": name, "shape": [e, hd], "description": text}
+
+    def step(n: int, key: str, formula: str, text: str, parameters: list[Any], matrices: list[Any]) -> dict[str, Any]:
+        return {"step": n, "key": key, "title": tr_(f"{key}.title"), "formula": formula, "explanation": text,
+                "parameters": parameters, "matrices": matrices}  # fmt: skip
 
     steps = [
-        {
-            "step": 1,
-            "key": "embeddings",
-            "title": "Embeddings",
-            "formula": "X = LayerNorm(token + position + segment embedding)",
-            "explanation": f"Each of the {t} tokens becomes a vector of {e} numbers, made from the token itself, "
-            "its position and its segment.",
-            "parameters": [],
-            "matrices": [_matrix("X", "Token vectors fed to the block", x, "features")],
-        },
-        {
-            "step": 2,
-            "key": "qkv",
-            "title": "Queries, keys and values",
-            "formula": "Q = X·W_q + b_q,  K = X·W_k + b_k,  V = X·W_v + b_v",
-            "explanation": f"Three learned linear maps turn every token vector into a query (what it looks for), "
-            f"a key (what it offers) and a value (what it passes on), each {hd} numbers wide for {h}.",
-            "parameters": [proj("W_q", "query"), proj("W_k", "key"), proj("W_v", "value")],
-            "matrices": [
-                _matrix("Q", f"Queries of {h}", q, "features"),
-                _matrix("K", f"Keys of {h}", k, "features"),
-                _matrix("V", f"Values of {h}", v, "features"),
-            ],
-        },
-        {
-            "step": 3,
-            "key": "scores",
-            "title": "Scores",
-            "formula": f"S = Q·Kᵀ / √d_k,  d_k = {hd}",
-            "explanation": "Each query is compared with every key by a dot product, divided by √d_k so the "
-            "scores do not grow with the head size.",
-            "parameters": [],
-            "matrices": [_matrix("S", f"Scores of {h} (row: query token, column: key token)", scores, "tokens")],
-        },
-        {
-            "step": 4,
-            "key": "weights",
-            "title": "Softmax weights",
-            "formula": "A = softmax(S) along each row",
-            "explanation": "Softmax turns each row of scores into positive weights that sum to 1: how much each "
-            "token attends to every other token. These are the weights /api/attention returns.",
-            "parameters": [],
-            "matrices": [_matrix("A", f"Attention weights of {h}", weights, "tokens")],
-        },
-        {
-            "step": 5,
-            "key": "weighted_sum",
-            "title": "Weighted sum of values",
-            "formula": "Z = A·V",
-            "explanation": "Each token's new vector for this head is the average of all value vectors, weighted "
-            "by its attention row.",
-            "parameters": [],
-            "matrices": [_matrix("Z", f"Output of {h}", mixed, "features")],
-        },
-        {
-            "step": 6,
-            "key": "residual_norm",
-            "title": "Residual and LayerNorm",
-            "formula": "C = concat(Z_0..Z_{n-1})·W_o + b_o,  N = LayerNorm(X + C)",
-            "explanation": f"The {nh} heads' outputs are joined and projected back to {e} numbers, added to the "
-            "original embeddings (the residual connection) and normalised per token.",
-            "parameters": [
-                {"name": "W_o", "shape": [e, e], "description": "Output projection joining all heads."},
-                {"name": "γ, β", "shape": [e], "description": "LayerNorm scale and shift."},
-            ],
-            "matrices": [
-                _matrix("C", f"All {nh} heads joined and projected", context, "features"),
-                _matrix("X + C", "Residual sum", residual, "features"),
-                _matrix("N", "After LayerNorm", normed, "features"),
-            ],
-        },
-        {
-            "step": 7,
-            "key": "output",
-            "title": "Linear output",
-            "formula": "Y = N·W + b",
-            "explanation": "A final learned linear layer maps each normalised token vector to the block's output.",
-            "parameters": [{"name": "W", "shape": [e, e], "description": "The block's output Linear layer."}],
-            "matrices": [_matrix("Y", "Block output", output, "features")],
-        },
-    ]
+        step(1, "embeddings", "X = LayerNorm(token + position + segment embedding)",
+             tr_("embeddings.text", tokens=t, embed=e), [], [_matrix("X", tr_("embeddings.X"), x, "features")]),
+        step(2, "qkv", "Q = X·W_q + b_q,  K = X·W_k + b_k,  V = X·W_v + b_v", tr_("qkv.text", size=hd, head=h),
+             [proj("W_q", "query"), proj("W_k", "key"), proj("W_v", "value")],
+             [_matrix("Q", tr_("qkv.Q", head=h), q, "features"), _matrix("K", tr_("qkv.K", head=h), k, "features"),
+              _matrix("V", tr_("qkv.V", head=h), v, "features")]),
+        step(3, "scores", f"S = Q·Kᵀ / √d_k,  d_k = {hd}", tr_("scores.text"), [],
+             [_matrix("S", tr_("scores.S", head=h), scores, "tokens")]),
+        step(4, "weights", "A = softmax(S) along each row", tr_("weights.text"), [],
+             [_matrix("A", tr_("weights.A", head=h), weights, "tokens")]),
+        step(5, "weighted_sum", "Z = A·V", tr_("weighted_sum.text"), [],
+             [_matrix("Z", tr_("weighted_sum.Z", head=h), mixed, "features")]),
+        step(6, "residual_norm", "C = concat(Z_0..Z_{n-1})·W_o + b_o,  N = LayerNorm(X + C)",
+             tr_("residual_norm.text", heads=nh, embed=e),
+             [{"name": "W_o", "shape": [e, e], "description": tr_("residual_norm.W_o")},
+              {"name": "γ, β", "shape": [e], "description": tr_("residual_norm.gamma_beta")}],
+             [_matrix("C", tr_("residual_norm.C", heads=nh), context, "features"),
+              _matrix("X + C", tr_("residual_norm.XC"), residual, "features"),
+              _matrix("N", tr_("residual_norm.N"), normed, "features")]),
+        step(7, "output", "Y = N·W + b", tr_("output.text"),
+             [{"name": "W", "shape": [e, e], "description": tr_("output.W")}],
+             [_matrix("Y", tr_("output.Y"), output, "features")]),
+    ]  # fmt: skip
     return {
         **tokens_info(engine, enc),
         "head": head,

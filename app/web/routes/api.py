@@ -8,15 +8,18 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from ... import i18n
 from ...schemas.attention import (
     AttentionRequest,
     AttentionResponse,
+    Messages,
     ModelInfo,
     ModelList,
 )
 from ...serving import attention as service
 from ..deps import RegistryDep, SchedulerDep
 from ..errors import error_responses
+from ..i18n import LangDep
 from ..responses import timed_json
 
 router = APIRouter(prefix="/api", tags=["attention"])
@@ -63,3 +66,10 @@ async def models(registry: RegistryDep) -> ModelList:
             for e in registry.engines.values()
         ],
     )
+
+
+@router.get("/messages", response_model=Messages, summary="The interface's messages in the reader's language")
+async def messages(lang: LangDep) -> Messages:
+    """The message catalogue and glossary for `?lang=`, else the `headmap_lang` cookie, else `Accept-Language`."""
+    cat = i18n.catalogue(lang)
+    return Messages(lang=lang, languages=list(i18n.LANGUAGES), messages=cat["messages"], glossary=cat["glossary"])

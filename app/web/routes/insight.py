@@ -32,6 +32,7 @@ from ...serving.encoding import dumps
 from ...serving.scheduler import Scheduler
 from ..deps import RegistryDep, SchedulerDep
 from ..errors import error_responses
+from ..i18n import LangDep
 from ..responses import timed_json
 
 router = APIRouter(prefix="/api", tags=["insight"])
@@ -74,7 +75,8 @@ def _side(name: str) -> Iterator[None]:
     try:
         yield
     except APIError as exc:
-        raise APIError(exc.status, exc.error, f"{name}: {exc.detail}", exc.headers) from None
+        message = ("error.side", {"side": name, "detail": exc.message}) if exc.message else None
+        raise APIError(exc.status, exc.error, f"{name}: {exc.detail}", exc.headers, message) from None
 
 
 async def _compute_side(
@@ -133,8 +135,10 @@ async def compare(req: CompareRequest, registry: RegistryDep, scheduler: Schedul
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="The custom block's forward pass step by step for one head, with real numbers",
 )
-async def explain(req: ExplainRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
-    """Embeddings, Q/K/V, scores, softmax weights, weighted sum, residual + LayerNorm, Linear output (kind custom)."""
+async def explain(req: ExplainRequest, registry: RegistryDep, scheduler: SchedulerDep, lang: LangDep) -> Response:
+    """Embeddings, Q/K/V, scores, softmax weights, weighted sum, residual + LayerNorm, Linear output (kind custom).
+
+    Titles and explanations follow `?lang=` or `Accept-Language` (`en`, `zh-CN`); formulas and keys do not."""
     start = time.perf_counter()
     one = AttentionRequest(
         text=req.text,
@@ -150,5 +154,5 @@ async def explain(req: ExplainRequest, registry: RegistryDep, scheduler: Schedul
     enc = await run_in_threadpool(service.encode, engine, one)
     # One layer on one unpadded input: nothing to batch, but it is model work like any other, so it takes
     # its turn under the scheduler's admission control (503), concurrency bound and time limit (504).
-    payload = await scheduler.call(lambda: insight_service.explain_payload(engine, enc, req.head))
+    payload = await scheduler.call(lambda: insight_service.explain_payload(engine, enc, req.head, lang))
     return timed_json(await run_in_threadpool(dumps, payload), start)

@@ -11,9 +11,10 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from ... import __version__
+from ... import __version__, i18n
 from ...paths import STATIC_DIR, TEMPLATES_DIR
 from ...schemas.attention import EXAMPLE_TEXT
+from ..i18n import language_of
 from ..static_files import (
     IMMUTABLE,
     REVALIDATE,
@@ -34,16 +35,24 @@ _ASSETS = CachedStaticFiles(directory=STATIC_DIR)
 
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request) -> HTMLResponse:
-    """The interactive heatmap page."""
+    """The interactive heatmap page, in the reader's language (``?lang=`` is remembered in a cookie)."""
+    lang = language_of(request)
     context = {
+        "lang": lang,
+        "languages": i18n.LANGUAGES,
+        "t": i18n.messages(lang),
         "version": __version__,
         "root": request.scope.get("root_path", "").rstrip("/"),
         "assets": asset_version(STATIC_DIR),
         "plotly_version": PLOTLY_VERSION,
-        "example_text": EXAMPLE_TEXT,
+        "example_text": EXAMPLE_TEXT if lang == i18n.DEFAULT else i18n.t(lang, "example.default"),
     }
     # The page itself is tiny and names the current asset digest: always revalidate it.
-    return templates.TemplateResponse(request, "index.html", context, headers={"Cache-Control": REVALIDATE})
+    response = templates.TemplateResponse(request, "index.html", context, headers={"Cache-Control": REVALIDATE})
+    if i18n.match(request.query_params.get("lang")) == lang:  # an explicit choice: remember it for a year
+        response.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, samesite="lax")
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    return response
 
 
 @router.get("/assets/{version}/{path:path}")

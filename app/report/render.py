@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,10 @@ import plotly
 from markupsafe import Markup
 
 from .. import __version__
+from ..attention.definitions import STATISTICS
 from ..models.registry import ModelRegistry
-from ..paths import TEMPLATES_DIR
+from ..paths import STATIC_DIR, TEMPLATES_DIR
 from ..schemas.attention import AttentionRequest
-from ..schemas.insight import HeadStatistics
 from ..serving import attention as service
 from ..serving import insight as insight_service
 from ..serving.encoding import compact_tensor
@@ -54,6 +55,18 @@ def plotly_js() -> Markup:
 
 
 @lru_cache(maxsize=1)
+def colors_js() -> Markup:
+    """The page's colour maps (``static/js/colors.js``) as plain script for the report's inline script.
+
+    The module has no imports; dropping ``export`` makes its declarations local to the report's function.
+    """
+    text = (STATIC_DIR / "js" / "colors.js").read_text(encoding="utf-8")
+    if re.search(r"^\s*import\b", text, flags=re.M) or "</" in text:
+        raise RuntimeError("colors.js must import nothing and hold no '</' to be inlined in the report")
+    return Markup(re.sub(r"^export ", "", text, flags=re.M))
+
+
+@lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True, undefined=jinja2.StrictUndefined
@@ -77,11 +90,7 @@ def report_data(registry: ModelRegistry, req: AttentionRequest) -> dict[str, Any
         "truncated": result.enc.truncated,
         "attention": compact_tensor(attn),
         "stats": stats["stats"],
-        "stat_info": {
-            name: (field.description or name).replace("`", "")  # plain text in the page, not Markdown
-            for name, field in HeadStatistics.model_fields.items()
-            if stats["stats"][name] is not None
-        },
+        "stat_info": {s.id: s.text(markdown=False) for s in STATISTICS if stats["stats"][s.id] is not None},
     }
 
 
@@ -99,5 +108,6 @@ def render_report(registry: ModelRegistry, req: AttentionRequest) -> str:
         version=__version__,
         truncated=data["truncated"],
         plotly_js=plotly_js(),
+        colors_js=colors_js(),
         data_json=script_json(data),
     )

@@ -24,9 +24,7 @@ def node_major() -> int:
     return int(match.group(1)) if match else 0
 
 
-@pytest.mark.skipif(
-    NODE is None, reason="node is not installed (Debian: apt-get install nodejs)"
-)
+@pytest.mark.skipif(NODE is None, reason="node is not installed (Debian: apt-get install nodejs)")
 def test_page_modules_pass_their_node_tests() -> None:
     if node_major() < 18:
         pytest.skip(f"{NODE} is older than node 18, which brought `node --test`")

@@ -3,21 +3,9 @@
 Shapes: L = layers, H = heads, T = tokens. ``attn[l, h, q, k]`` is how much query token ``q``
 attends to key token ``k`` in head ``h`` of layer ``l``; each query row sums to 1.
 
-Every per-head statistic below is a number per (layer, head), computed over the head's T x T
-matrix ``w``. Those marked "averaged over query rows" are an unweighted mean over the rows that the
-statistic is defined for (all T rows unless said otherwise):
-
-- ``entropy``: ``-sum_k w[q,k] * ln w[q,k]`` (nats, ``0 ln 0 = 0``), averaged over query rows.
-  0 = every query looks at one token; ``ln T`` = uniform attention.
-- ``distance``: ``sum_k w[q,k] * |q - k|`` (in token positions), averaged over query rows.
-- ``max_weight``: the largest single weight in the head's matrix.
-- ``row_max``: ``max_k w[q,k]``, averaged over query rows ("confidence", Voita et al. 2019).
-- ``to_cls``: ``sum_{k in C} w[q,k]`` for the [CLS] positions C, averaged over query rows; None when
-  the input has no [CLS] token (GPT-2, for instance).
-- ``to_sep``: the same for the [SEP] positions S (one per segment); None when there is none.
-- ``to_self``: ``w[q,q]``, averaged over query rows.
-- ``to_previous``: ``w[q,q-1]``, averaged over the T-1 rows q = 1..T-1; None when T = 1.
-- ``to_next``: ``w[q,q+1]``, averaged over the T-1 rows q = 0..T-2; None when T = 1.
+Each per-head statistic is a number per (layer, head) over the head's T x T matrix; the definitions
+(formula and meaning) are written once, in ``definitions.STATISTICS``, and ``head_stats`` computes
+exactly those. Attention rollout is defined in ``definitions.ROLLOUT``.
 """
 
 from __future__ import annotations
@@ -50,7 +38,7 @@ def special_positions(tokens: Sequence[str], special: Sequence[bool], marker: st
 
 @dataclass
 class HeadStats:
-    """One (L, H) float tensor per statistic (see the module docstring for the definitions)."""
+    """One (L, H) float tensor per statistic (definitions: ``definitions.STATISTICS``)."""
 
     entropy: torch.Tensor  # (L, H) nats
     distance: torch.Tensor  # (L, H) token positions
@@ -116,10 +104,8 @@ def rollout(attn: torch.Tensor) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020) after every layer.
 
     attn: (L, H, T, T) of *all* layers 0..L-1 in order (rollout of layer l needs every layer below it).
-    Per layer ``Â_l = 0.5 * mean_h(A_l) + 0.5 * I``, each row divided by its sum, then
-    ``rollout_l = Â_l @ Â_{l-1} @ ... @ Â_0``. Returns (L, T, T) float32, rows summing to 1: row q
-    of ``rollout_l`` is how much of token q's representation after layer l traces back to each input
-    token, counting the residual connection as half of every layer.
+    Computes ``definitions.ROLLOUT`` (the residual-corrected mean per layer, rows renormalised, times
+    the product of the layers below). Returns (L, T, T) float32, rows summing to 1.
     """
     _check(attn)
     t = attn.shape[-1]

@@ -15,7 +15,6 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from .. import __version__
 from .result import AGGREGATES, AttentionMap
 
 #: Where plotly.js went in this kernel: the cell id that carries it ("" when the frontend sends none).
@@ -152,20 +151,17 @@ class View:
         return f"<headmap view of {self.result!r}>"
 
 
-def report_html(result: AttentionMap) -> str:
-    """The self-contained report page (``templates/report.html``, as ``headmap report`` writes it)."""
-    from ..report.render import _environment, plotly_js, script_json
+def report_html(result: AttentionMap, lang: str = "en") -> str:
+    """The self-contained report page (``templates/report.html``, as ``headmap render`` writes it)."""
+    from ..report.render import report_messages, report_page
 
     data = _data(result)
-    template = _environment().get_template("report.html")
-    return template.render(
-        title=f"Headmap: {result.model} attention",
-        text=result.text if result.text is not None else " ".join(result.tokens),
-        text_pair=result.text_pair,
+    data.update(report_messages(data["stats"], lang))
+    return report_page(
+        data,
+        lang=lang,
         model=result.model,
         description=result.description or result.model,
-        version=__version__,
-        truncated=result.truncated,
-        plotly_js=plotly_js(),
-        data_json=script_json(data),
+        text=result.text if result.text is not None else " ".join(result.tokens),
+        text_pair=result.text_pair,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from markupsafe import Markup
 from .. import __version__, i18n
 from ..models.registry import ModelRegistry
 from ..models.tokentext import UNKNOWN_WARNING
-from ..paths import TEMPLATES_DIR
+from ..paths import STATIC_DIR, TEMPLATES_DIR
 from ..schemas.insight import HeadStatistics
 from ..serving.encoding import compact_tensor
 
@@ -56,6 +57,18 @@ def plotly_js() -> Markup:
 
 
 @lru_cache(maxsize=1)
+def colors_js() -> Markup:
+    """The page's colour maps (``static/js/colors.js``) as plain script for the report's inline script.
+
+    The module has no imports; dropping ``export`` makes its declarations local to the report's function.
+    """
+    text = (STATIC_DIR / "js" / "colors.js").read_text(encoding="utf-8")
+    if re.search(r"^\s*import\b", text, flags=re.M) or "</" in text:
+        raise RuntimeError("colors.js must import nothing and hold no '</' to be inlined in the report")
+    return Markup(re.sub(r"^export ", "", text, flags=re.M))
+
+
+@lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True, undefined=jinja2.StrictUndefined
@@ -83,11 +96,6 @@ def report_data(registry: ModelRegistry, req: AttentionRequest, lang: str = i18n
     result = service.compute_sync(registry, req)
     stats = insight_service.stats_payload(result)
     attn = service.select(result.attention, result.layers, result.heads)  # (L, H, T, T)
-    names = [name for name in HeadStatistics.model_fields if stats["stats"][name] is not None]
-    messages = {key: i18n.t(lang, key) for key in _SCRIPT_MESSAGES}
-    # Plotly fills %{…} in the hover text; the catalogue's {…} are ours.
-    messages["report.hover"] = i18n.t(lang, "report.hover", query="%{customdata[0]}", key="%{customdata[1]}",
-                                      weight="%{z:.3f}")  # fmt: skip
     return {
         "tokens": result.enc.tokens,
         **service.token_text(result.enc),
@@ -96,6 +104,18 @@ def report_data(registry: ModelRegistry, req: AttentionRequest, lang: str = i18n
         "truncated": result.enc.truncated,
         "attention": compact_tensor(attn),
         "stats": stats["stats"],
+        **report_messages(stats["stats"], lang),
+    }
+
+
+def report_messages(stats: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The report script's texts in ``lang``: statistic names and help for the statistics present, and ``msg``."""
+    names = [name for name in HeadStatistics.model_fields if stats.get(name) is not None]
+    messages = {key: i18n.t(lang, key) for key in _SCRIPT_MESSAGES}
+    # Plotly fills %{…} in the hover text; the catalogue's {…} are ours.
+    messages["report.hover"] = i18n.t(lang, "report.hover", query="%{customdata[0]}", key="%{customdata[1]}",
+                                      weight="%{z:.3f}")  # fmt: skip
+    return {
         "stat_info": {name: i18n.t(lang, f"stat.{name}.help") for name in names},
         "stat_names": {name: i18n.t(lang, f"stat.{name}.name") for name in names},
         "msg": messages,
@@ -103,27 +123,36 @@ def report_data(registry: ModelRegistry, req: AttentionRequest, lang: str = i18n
 
 
 def render_report(registry: ModelRegistry, req: AttentionRequest, lang: str = i18n.DEFAULT) -> str:
-    """The report HTML for ``req`` (all layers and heads) in ``lang``. Raises ``APIError`` on bad input."""
+    """One self-contained HTML page (Plotly inlined) with the head view, model grid and head statistics."""
     engine = registry.get(req.model)
     data = report_data(registry, req, lang)
+    return report_page(
+        data, lang=lang, model=engine.name, description=engine.description, text=req.text, text_pair=req.text_pair
+    )
+
+
+def report_page(
+    data: dict[str, Any], *, lang: str, model: str, description: str, text: str, text_pair: str | None
+) -> str:
+    """The report page over ``data`` (what ``report_data`` returns, or the notebook API's equivalent)."""
     template = _environment().get_template("report.html")
-    total = sum(1 for s in data["special"] if not s)
-    unknown = (
-        i18n.t(lang, "report.unknown", percent=f"{data['unknown_share']:.0%}", count=data["unknown_count"],
-               total=total, model=engine.name)
-        if data["unknown_share"] > UNKNOWN_WARNING else None
-    )  # fmt: skip
+    unknown = None
+    if data.get("unknown_share", 0.0) > UNKNOWN_WARNING:
+        total = sum(1 for s in data["special"] if not s)
+        unknown = i18n.t(lang, "report.unknown", percent=f"{data['unknown_share']:.0%}", count=data["unknown_count"],
+                         total=total, model=model)  # fmt: skip
     return template.render(
         lang=lang,
         t=i18n.messages(lang),
         unknown_notice=unknown,
-        title=i18n.t(lang, "report.title", model=engine.name),
-        text=req.text,
-        text_pair=req.text_pair,
-        model=engine.name,
-        description=engine.description,
+        title=i18n.t(lang, "report.title", model=model),
+        text=text,
+        text_pair=text_pair,
+        model=model,
+        description=description,
         version=__version__,
         truncated=data["truncated"],
         plotly_js=plotly_js(),
+        colors_js=colors_js(),
         data_json=script_json(data),
     )

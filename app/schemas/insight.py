@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..attention.definitions import ROLLOUT, STATISTIC
 from ..models.engine import Kind
 from .attention import (
     EXAMPLE_TEXT,
@@ -23,12 +24,10 @@ from .fields import Heads, Layers, ModelName, Text, TextPair, Truncate
 
 Matrix = list[list[float]]
 
+# The definitions are written once, in attention/definitions.py; the schema only adds the API's detail.
 ROLLOUT_FORMULA = (
-    "Attention rollout (Abnar & Zuidema 2020): per layer `Â_l = 0.5·mean_h(A_l) + 0.5·I`, each row divided "
-    "by its sum, and `rollout_l = Â_l · Â_{l−1} ··· Â_0`. The mean is over the requested `heads`; the product "
-    "always runs over every layer from 0 up to `l`, whichever `layers` are returned. Row q of `rollout_l` is how "
-    "much of token q's representation after layer l traces back to each input token, counting the residual "
-    "connection as half of each layer; rows sum to 1."
+    f"{ROLLOUT.text()} The mean is over the requested `heads`; the product always runs over every layer from 0 "
+    "up to `l`, whichever `layers` are returned."
 )
 
 
@@ -71,47 +70,15 @@ class HeadStatistics(BaseModel):
     an unweighted mean over every row (special tokens included) unless stated otherwise.
     """
 
-    entropy: Matrix = Field(
-        description="Entropy of each query row, `−Σ_k w[q,k]·ln w[q,k]` in nats (0·ln 0 = 0), averaged over query "
-        "rows. 0 = each query attends to one token; ln T = uniform.",
-        examples=[[[0.62, 1.85]]],
-    )
-    distance: Matrix = Field(
-        description="Mean attention distance `Σ_k w[q,k]·|q − k|` in token positions, averaged over query rows.",
-        examples=[[[0.9, 3.4]]],
-    )
-    max_weight: Matrix = Field(
-        description="The largest single weight `max_{q,k} w[q,k]` in the head's matrix.", examples=[[[0.98, 0.51]]]
-    )
-    row_max: Matrix = Field(
-        description="`max_k w[q,k]` averaged over query rows: how peaked a typical row is "
-        "('confidence', Voita et al. 2019).",
-        examples=[[[0.81, 0.32]]],
-    )
-    to_cls: Matrix | None = Field(
-        description="Share of attention to [CLS]: `Σ_{k∈C} w[q,k]` averaged over query rows, where C = positions "
-        "in `cls_positions`. Null when the input has no [CLS] token (e.g. GPT-2).",
-        examples=[[[0.05, 0.4]]],
-    )
-    to_sep: Matrix | None = Field(
-        description="Share of attention to [SEP]: the same with the positions in `sep_positions` (one per "
-        "segment). Null when the input has no [SEP] token.",
-        examples=[[[0.3, 0.1]]],
-    )
-    to_self: Matrix = Field(
-        description="Share of attention to the query token itself, `w[q,q]`, averaged over query rows.",
-        examples=[[[0.1, 0.02]]],
-    )
-    to_previous: Matrix | None = Field(
-        description="Share of attention to the previous token, `w[q,q−1]`, averaged over the T−1 rows q = 1..T−1. "
-        "Null when T = 1.",
-        examples=[[[0.7, 0.05]]],
-    )
-    to_next: Matrix | None = Field(
-        description="Share of attention to the next token, `w[q,q+1]`, averaged over the T−1 rows q = 0..T−2. "
-        "Null when T = 1.",
-        examples=[[[0.05, 0.02]]],
-    )
+    entropy: Matrix = Field(description=STATISTIC["entropy"].text(), examples=[[[0.62, 1.85]]])
+    distance: Matrix = Field(description=STATISTIC["distance"].text(), examples=[[[0.9, 3.4]]])
+    max_weight: Matrix = Field(description=STATISTIC["max_weight"].text(), examples=[[[0.98, 0.51]]])
+    row_max: Matrix = Field(description=STATISTIC["row_max"].text(), examples=[[[0.81, 0.32]]])
+    to_cls: Matrix | None = Field(description=STATISTIC["to_cls"].text(), examples=[[[0.05, 0.4]]])
+    to_sep: Matrix | None = Field(description=STATISTIC["to_sep"].text(), examples=[[[0.3, 0.1]]])
+    to_self: Matrix = Field(description=STATISTIC["to_self"].text(), examples=[[[0.1, 0.02]]])
+    to_previous: Matrix | None = Field(description=STATISTIC["to_previous"].text(), examples=[[[0.7, 0.05]]])
+    to_next: Matrix | None = Field(description=STATISTIC["to_next"].text(), examples=[[[0.05, 0.02]]])
 
 
 class StatsResponse(TokenInfo):

@@ -30,7 +30,7 @@ export function maxHeads(tensor, l) {
   return out;
 }
 
-/** Â = 0.5·A + 0.5·I with rows renormalised to sum to 1 (A is T x T, modified copy returned). */
+/** The residual-corrected matrix of the rollout definition (ROLLOUT.step): half `a`, half the identity, rows renormalised to 1 (a new T x T Float64Array). */
 export function withResidual(a, T) {
   const out = new Float64Array(T * T);
   for (let q = 0; q < T; q++) {
@@ -64,9 +64,23 @@ export function matmul(a, b, T) {
 const SYNC_LIMIT = 160;
 
 /**
- * Attention rollout (Abnar & Zuidema 2020) of a tensor, computed layer by layer and cached.
- * rollout(l) = Â_l · Â_{l-1} ··· Â_0 with Â_i = rownorm(0.5·mean_h A[i] + 0.5·I).
- * Large inputs are computed in a module worker so the page stays responsive.
+ * Attention rollout as app/attention/definitions.py defines it (ROLLOUT): after each layer l = 0..upTo,
+ * yields [l, product] with the product of the residual-corrected layer means from l down to 0
+ * (Float64Array T*T, reused by the next step: copy it to keep it). The one loop behind the page's
+ * Rollout and rollout-worker.js.
+ */
+export function* rolloutLayers(tensor, upTo = tensor.layers - 1) {
+  let prev = null;
+  for (let l = 0; l <= upTo; l++) {
+    const a = withResidual(meanHeads(tensor, l), tensor.size);
+    prev = l === 0 ? a : matmul(a, prev, tensor.size);
+    yield [l, prev];
+  }
+}
+
+/**
+ * Attention rollout of a tensor, computed layer by layer and cached. Large inputs are computed in a
+ * module worker so the page stays responsive.
  */
 export class Rollout {
   constructor(tensor) {
@@ -80,12 +94,7 @@ export class Rollout {
   at(l) {
     if (this.done[l]) return Promise.resolve(this.done[l]);
     if (this.tensor.size <= SYNC_LIMIT || typeof Worker === "undefined") {
-      let prev = null;
-      for (let i = 0; i <= l; i++) {
-        const a = withResidual(meanHeads(this.tensor, i), this.tensor.size);
-        prev = i === 0 ? a : matmul(a, prev, this.tensor.size);
-        this.done[i] ??= Float32Array.from(prev);
-      }
+      for (const [i, product] of rolloutLayers(this.tensor, l)) this.done[i] ??= Float32Array.from(product);
       return Promise.resolve(this.done[l]);
     }
     return new Promise((resolve, reject) => {

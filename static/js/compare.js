@@ -3,7 +3,9 @@
 // (or aggregate) is asked of /api/compare, so responses stay small.
 
 import { getCompare } from "./api.js";
+import { RequestCache } from "./cache.js";
 import { divergingScale, plotlyScale } from "./colors.js";
+import { $ } from "./dom.js";
 import { absMax, MatrixPlot, tokenGroups } from "./matrixplot.js";
 
 const signed = (v) => `${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}`;
@@ -12,10 +14,10 @@ export class CompareView {
   /**
    * @param {import("./tooltip.js").Tooltip} tooltip
    * @param {(inputs: {a: string, am: string, b: string, bm: string}) => void} onSubmit the user asked
-   *   for a comparison (main.js puts it in the URL and redraws)
+   *   for a comparison, or a link's was taken with changes (main.js puts it in the state)
    */
   constructor(tooltip, onSubmit) {
-    const $ = (id) => document.getElementById(id);
+    this.onSubmit = onSubmit;
     this.panel = $("compare-view");
     this.form = $("compare-form");
     this.textA = $("cmp-a-text");
@@ -32,7 +34,7 @@ export class CompareView {
     };
     this.models = [];
     this.inputs = null; // {a: {text, model}, b: {text, model}, truncate} once the user has compared
-    this.cache = new Map(); // request body -> Promise<response>
+    this.cache = new RequestCache(32); // request body -> Promise<response>
     this.shown = null; // {resp, l, h} of the drawn comparison
     this.form.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -110,10 +112,29 @@ export class CompareView {
   }
 
   /**
+   * The view interface (views.js): A starts as the run's text; a link's inputs (`state.cmp`) are taken
+   * as if compared; then the comparison for the state's layer/head or aggregate is drawn.
+   */
+  async show(run, state) {
+    if (state.cmp) {
+      const taken = this.restore(state.cmp);
+      if (["a", "am", "b", "bm"].some((key) => taken[key] !== state.cmp[key])) this.onSubmit(taken);
+    }
+    this.prefill(run.request);
+    await this.compare(state);
+  }
+
+  hide() {}
+
+  exportPng(stem) {
+    return this.exportPlot()?.downloadPng(stem);
+  }
+
+  /**
    * Draw the comparison for the chosen layer/head or aggregate.
    * @param {{agg: string, layer: number, head: number, scale: string, range: string}} opts
    */
-  async show({ agg, layer, head, scale, range }) {
+  async compare({ agg, layer, head, scale, range }) {
     if (!this.inputs) {
       this.results.hidden = true;
       this.setStatus("idle", "Enter a text for B (or pick another model) and press Compare.");
@@ -128,14 +149,7 @@ export class CompareView {
     const view = agg === "head" ? "heads" : agg;
     const body = { a, b, layers: [l], view, truncate };
     if (view === "heads") body.heads = [h];
-    const key = JSON.stringify(body);
-    let pending = this.cache.get(key);
-    if (!pending) {
-      if (this.cache.size >= 32) this.cache.delete(this.cache.keys().next().value);
-      pending = getCompare(body);
-      this.cache.set(key, pending);
-      pending.catch(() => this.cache.delete(key));
-    }
+    const pending = this.cache.get(JSON.stringify(body), () => getCompare(body));
     this.setStatus("loading", "Comparing…");
     let resp;
     try {

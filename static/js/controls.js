@@ -1,13 +1,9 @@
-// The page's form controls: reading and writing them, busy/error/status display.
-// No application logic here; main.js decides what a change means.
+// The page's form controls: the run form (text, pair, model: the *next* run's inputs), the display
+// options and selectors (written from the state by render(), never read back as state), busy, error
+// and status display. No application logic here; main.js turns control events into store.setState.
 
 import { SCALES } from "./colors.js";
-
-const $ = (id) => {
-  const el = document.getElementById(id);
-  if (!el) throw new Error(`Page element #${id} is missing`);
-  return el;
-};
+import { $ } from "./dom.js";
 
 export class Controls {
   constructor() {
@@ -43,7 +39,7 @@ export class Controls {
     this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), compare: $("compare-view"), explain: $("explain-view") };
     this.view = "head";
     this.empty = $("empty");
-    this.exports = ["export-png", "export-csv", "export-json", "share"].map($);
+    this.exports = [$("export-png"), $("export-csv"), $("export-json"), $("share")];
     this.models = [];
     this.timer = 0;
     for (const s of SCALES) this.scale.append(new Option(s.name, s.id));
@@ -60,27 +56,19 @@ export class Controls {
     };
   }
 
-  /** Display options and selectors, as in the URL state. */
-  options() {
-    return {
-      agg: this.aggregate.value,
-      layer: Number(this.layer.value),
-      head: Number(this.head.value),
-      hide: this.hide.checked,
-      merge: this.merge.checked,
-      scale: this.scale.value,
-      range: this.range.value,
-    };
+  /** Put a link's inputs in the run form (fields that are null are left alone). */
+  setInputs({ text = null, pair = null, model = null }) {
+    if (text != null) this.text.value = text;
+    if (pair != null) {
+      this.pair.value = pair;
+      if (pair) this.pairBox.open = true;
+    }
+    if (model && this.models.some((m) => m.name === model)) this.model.value = model;
+    this.syncModelInfo();
   }
 
-  /** Set every control from a state (fields that are null are left alone). */
-  apply(state) {
-    if (state.text != null) this.text.value = state.text;
-    if (state.pair != null) {
-      this.pair.value = state.pair;
-      if (state.pair) this.pairBox.open = true;
-    }
-    if (state.model && this.models.some((m) => m.name === state.model)) this.model.value = state.model;
+  /** Set the display options, selectors and tabs from the state (store.js). */
+  render(state) {
     this.aggregate.value = state.agg;
     this.hide.checked = state.hide;
     this.merge.checked = state.merge;
@@ -88,7 +76,6 @@ export class Controls {
     this.range.value = state.range;
     this.setLayerHead(state.layer, state.head);
     this.showView(state.view);
-    this.syncModelInfo();
   }
 
   setModels(list, preferred) {

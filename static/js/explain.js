@@ -3,7 +3,9 @@
 // it uses (shapes only) and each result matrix as a labelled heatmap.
 
 import { getExplain } from "./api.js";
+import { RequestCache } from "./cache.js";
 import { divergingScale, plotlyScale } from "./colors.js";
+import { $ } from "./dom.js";
 import { absMax, MatrixPlot, tokenGroups } from "./matrixplot.js";
 
 const dims = (shape) => shape.join(" × ");
@@ -20,7 +22,6 @@ export class ExplainView {
    * @param {(model: string) => void} onSwitch run the current text on `model`
    */
   constructor(tooltip, onSwitch) {
-    const $ = (id) => document.getElementById(id);
     this.panel = $("explain-view");
     this.gate = $("explain-gate");
     this.gateText = $("explain-gate-text");
@@ -30,7 +31,7 @@ export class ExplainView {
     this.message = $("explain-message");
     this.tooltip = tooltip;
     this.plots = [];
-    this.cache = new Map();
+    this.cache = new RequestCache(16);
     this.shownKey = null;
     this.custom = null;
     this.switchButton.addEventListener("click", () => this.custom && onSwitch(this.custom));
@@ -43,13 +44,16 @@ export class ExplainView {
   }
 
   /**
-   * @param {{request: object, kind: string, models: object[], head: number, scale: string}} opts
-   *   request: the run shown (text, pair, model, truncate); kind: that model's kind.
+   * The view interface (views.js): the custom block's steps for the run's request and the state's
+   * head, or a gate when the run's model is not of kind custom.
    */
-  async show({ request, kind, models, head, scale }) {
+  async show(run, state) {
+    const { request, kind, models } = run;
+    const head = Math.min(state.head, run.tensor.heads - 1);
+    const { scale } = state;
     const custom = models.find((m) => m.kind === "custom");
     this.custom = custom ? custom.name : null;
-    this.panel.ownerDocument.getElementById("selectors").classList.toggle("gated", kind !== "custom");
+    $("selectors").classList.toggle("gated", kind !== "custom");
     if (kind !== "custom") {
       this.gate.hidden = false;
       this.intro.hidden = true;
@@ -64,13 +68,7 @@ export class ExplainView {
     }
     this.gate.hidden = true;
     const key = JSON.stringify([request.text, request.pair, request.model, request.truncate, head]);
-    let pending = this.cache.get(key);
-    if (!pending) {
-      if (this.cache.size >= 16) this.cache.delete(this.cache.keys().next().value);
-      pending = getExplain(request, head);
-      this.cache.set(key, pending);
-      pending.catch(() => this.cache.delete(key));
-    }
+    const pending = this.cache.get(key, () => getExplain(request, head));
     if (this.shownKey !== key) this.setStatus("loading", "Following the head through the block…");
     let resp;
     try {
@@ -85,6 +83,8 @@ export class ExplainView {
     }
     this.setStatus("ready");
   }
+
+  hide() {}
 
   clearPlots() {
     for (const p of this.plots) p.clear();

@@ -35,9 +35,22 @@ export function matrixCsv(matrix, n, labels) {
   return `${lines.join("\r\n")}\r\n`;
 }
 
-export function downloadCsv(matrix, n, labels, filename) {
+/** CSV of rows of values (each field quoted by csvField). */
+export function rowsCsv(rows) {
+  return `${rows.map((r) => r.map(csvField).join(",")).join("\r\n")}\r\n`;
+}
+
+function downloadText(csv, filename) {
   // The BOM makes spreadsheet programs read the file as UTF-8 (CJK and emoji tokens).
-  download(new Blob(["\ufeff", matrixCsv(matrix, n, labels)], { type: "text/csv;charset=utf-8" }), filename);
+  download(new Blob(["\ufeff", csv], { type: "text/csv;charset=utf-8" }), filename);
+}
+
+export function downloadCsv(matrix, n, labels, filename) {
+  downloadText(matrixCsv(matrix, n, labels), filename);
+}
+
+export function downloadRows(rows, filename) {
+  downloadText(rowsCsv(rows), filename);
 }
 
 export function downloadJson(response, filename) {

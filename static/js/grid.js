@@ -2,6 +2,8 @@
 // figures take seconds to build, 72 canvases a few milliseconds.
 
 import { lut } from "./colors.js";
+import { gridMatrix, groupsOf } from "./derive.js";
+import { downloadCanvas } from "./exporter.js";
 
 const MAX_PIXELS = 160; // canvas side; larger matrices are max-pooled so peaks stay visible
 
@@ -52,6 +54,7 @@ export class ModelGrid {
     this.tooltip = tooltip;
     this.onOpen = onOpen;
     this.shape = "";
+    this.key = null; // what the cells are painted for
     this.cells = [];
     el.addEventListener("click", (ev) => {
       const cell = ev.target.closest("button.cell");
@@ -63,6 +66,34 @@ export class ModelGrid {
       this.tooltip.show([`Layer ${cell.dataset.layer} · head ${cell.dataset.head}`, "Click to open in the head view"], ev.clientX, ev.clientY);
     });
     el.addEventListener("mouseleave", () => this.tooltip.hide());
+  }
+
+  /**
+   * The view interface (views.js): repaints when the run or a display option changed, and marks the
+   * state's layer and head.
+   */
+  show(run, state) {
+    const key = [run.id, state.hide, state.merge, state.scale, state.range].join(":");
+    if (key !== this.key) {
+      this.draw({
+        layers: run.resp.layers,
+        heads: run.resp.heads,
+        n: groupsOf(run, state).length,
+        matrixAt: (l, h) => gridMatrix(run, state, l, h),
+        scale: state.scale,
+        range: state.range,
+      });
+      this.key = key;
+    }
+    this.select(state.layer, state.head);
+  }
+
+  hide() {
+    this.tooltip.hide();
+  }
+
+  exportPng(stem) {
+    return downloadCanvas(this.composite(), `${stem}.png`);
   }
 
   build(layers, heads) {
@@ -105,7 +136,7 @@ export class ModelGrid {
 
   /**
    * @param {{layers: number[], heads: number[], n: number, matrixAt: (l: number, h: number) => Float32Array,
-   *          scale: string, range: "max"|"one", selected: {layer: number, head: number}}} spec
+   *          scale: string, range: "max"|"one"}} spec
    */
   draw(spec) {
     this.build(spec.layers, spec.heads);
@@ -114,9 +145,13 @@ export class ModelGrid {
       row.forEach((button, h) => {
         const m = spec.matrixAt(l, h);
         paint(button.firstChild, m, spec.n, spec.range === "one" ? 1 : maxOf(m), table);
-        button.classList.toggle("selected", l === spec.selected.layer && h === spec.selected.head);
       }),
     );
+  }
+
+  /** Outline the cell of layer index `layer`, head index `head`. */
+  select(layer, head) {
+    this.cells.forEach((row, l) => row.forEach((button, h) => button.classList.toggle("selected", l === layer && h === head)));
   }
 
   /** One PNG-able canvas of the whole grid with layer and head labels. */

@@ -7,20 +7,16 @@
 // the tokens, the zoom or the size do. PNG export puts the labels back as Plotly ticks.
 
 import { plotlyScale } from "./colors.js";
+import { isPending, shownView } from "./derive.js";
+import * as exporter from "./exporter.js";
+import { axisBase, FONT, labelPx, shortLabel as short, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
 import { escapePlotly } from "./tokens.js";
 
 const MARGIN = { l: 118, r: 24, t: 56, b: 118 }; // l and b are recomputed from the labels
 const COLORBAR_PX = 80;
 const LABEL_PX = 14; // vertical pixels one tick label needs
-const MAX_LABEL_CHARS = 18;
-const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC", sans-serif';
 const COLOR_UNKNOWN = "#c2410c";
 const COLOR_SPECIAL = "#94a3b8";
-
-function short(label) {
-  const chars = Array.from(label); // code points, so emoji are not cut in half
-  return chars.length > MAX_LABEL_CHARS ? `${chars.slice(0, MAX_LABEL_CHARS - 1).join("")}…` : label;
-}
 
 /** Tick text for Plotly: escaped, shortened, special tokens grey and unknown ones orange. */
 export function tickText(group) {
@@ -47,10 +43,15 @@ export class HeadView {
   /**
    * @param {HTMLElement} el container (sized by CSS)
    * @param {import("./tooltip.js").Tooltip} tooltip
+   * @param {{progress: {start: (message: string) => void, stop: () => void}, store: import("./store.js").Store}} hooks
+   *   progress: shown while a rollout is computed; store: arrow keys change layer and head
    */
-  constructor(el, tooltip) {
+  constructor(el, tooltip, { progress, store }) {
     this.el = el;
     this.tooltip = tooltip;
+    this.progress = progress;
+    this.run = null;
+    this.state = null;
     this.view = null;
     this.labelsKey = "";
     this.bound = false;
@@ -63,13 +64,56 @@ export class HeadView {
     this.labels.className = "tick-labels";
     this.labels.setAttribute("aria-hidden", "true");
     el.after(this.labels);
+    el.addEventListener("keydown", (ev) => this.onKey(ev, store));
+  }
+
+  /** The view interface (views.js): the shown matrix of `run` for `state`. */
+  async show(run, state, signal) {
+    this.run = run;
+    this.state = state;
+    const slow = isPending(run, state);
+    if (slow) this.progress.start("Computing rollout…");
+    let view;
+    try {
+      view = await shownView(run, state);
+    } finally {
+      if (slow) this.progress.stop();
+    }
+    if (signal?.aborted) return; // the state moved on while rollout ran; a newer show() follows
+    await this.draw(view);
+  }
+
+  hide() {
+    this.tooltip.hide();
+  }
+
+  exportPng(stem) {
+    return this.downloadPng(stem);
+  }
+
+  /** CSV of the matrix shown (after hiding and merging), labelled by the groups. */
+  async exportCsv(stem) {
+    const view = await shownView(this.run, this.state);
+    exporter.downloadCsv(view.matrix, view.n, view.groups.map((g) => g.label), `${stem}.csv`);
+  }
+
+  /** Arrow keys on the focused heatmap: left/right change head (and show one head), up/down layer. */
+  onKey(ev, store) {
+    const run = this.run;
+    if (!run || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const move = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] }[ev.key];
+    if (!move) return;
+    ev.preventDefault();
+    const { layer, head } = store.state;
+    const clamp = (v, n) => Math.min(n - 1, Math.max(0, v));
+    const patch = { layer: clamp(layer + move[0], run.tensor.layers) };
+    if (move[1]) Object.assign(patch, { head: clamp(head + move[1], run.tensor.heads), agg: "head" });
+    store.setState(patch);
   }
 
   /** Room for the longest label: left for the y labels, bottom for the x labels (rotated 60°). */
   fitMargins(groups, fontPx) {
-    let chars = 1;
-    for (const g of groups) chars = Math.max(chars, Math.min(MAX_LABEL_CHARS, Array.from(g.label).length));
-    const text = chars * fontPx * 0.62;
+    const text = labelPx(groups, fontPx);
     this.margin = { ...MARGIN, l: Math.round(Math.min(190, 44 + text)), b: Math.round(Math.min(190, 52 + text * 0.87)) };
   }
 
@@ -98,19 +142,10 @@ export class HeadView {
     this.fitMargins(view.groups, fontPx);
     const { width, height } = this.size();
     const axis = {
+      ...axisBase(fontPx, 4), // invisible 4 px ticks: a gap between labels and cells
       tickmode: "array",
       tickvals: [],
       showticklabels: false, // drawn by renderLabels()
-      showgrid: false,
-      zeroline: false,
-      ticks: "outside", // invisible 4 px ticks: a gap between labels and cells
-      ticklen: 4,
-      tickcolor: "rgba(0,0,0,0)",
-      tickfont: { size: fontPx },
-      automargin: false,
-      // Plotly's default ("hide past div") measures every label after each draw, forcing a layout per
-      // label: 80% of a layer switch at 128 tokens. The margins are fitted to the labels already.
-      ticklabeloverflow: "allow",
     };
     const shapes = view.boundaries.flatMap((b) => [
       { type: "line", xref: "x", yref: "paper", x0: b - 0.5, x1: b - 0.5, y0: 0, y1: 1, line: { color: "#ef4444", width: 1.5 } },
@@ -135,8 +170,8 @@ export class HeadView {
       },
     };
     const layout = {
-      title: { text: escapePlotly(view.title), x: 0.01, xanchor: "left", font: { size: 15, color: "#0f172a" } },
-      font: { family: FONT, color: "#334155" },
+      title: { text: escapePlotly(view.title), x: 0.01, xanchor: "left", font: { size: 15, color: TITLE_COLOR } },
+      font: { family: FONT, color: TEXT_COLOR },
       margin: this.margin,
       width,
       height,

@@ -3,10 +3,9 @@
 // tickText()/escapePlotly() before Plotly sees it, and hover goes to the text-only tooltip.
 
 import { tickPositions, tickText } from "./heatmap.js";
+import { axisBase, FONT, labelPx, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
 import { escapePlotly } from "./tokens.js";
 
-const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC", sans-serif';
-const MAX_LABEL_CHARS = 18;
 const COLORBAR_PX = 64;
 
 /** Rows of a Float32Array (n x m) as arrays, the shape Plotly's heatmap takes. */
@@ -26,12 +25,6 @@ export function absMax(z, floor = 1e-6) {
 /** Groups (as tickText() takes them) for a token list: {label, special, unknown}. */
 export function tokenGroups(tokens, special = []) {
   return tokens.map((t, i) => ({ label: t, special: Boolean(special[i]), unknown: false }));
-}
-
-function labelPx(groups, fontPx) {
-  let chars = 1;
-  for (const g of groups) chars = Math.max(chars, Math.min(MAX_LABEL_CHARS, Array.from(g.label).length));
-  return chars * fontPx * 0.62;
 }
 
 export class MatrixPlot {
@@ -74,16 +67,7 @@ export class MatrixPlot {
     if (spec.square) plotH = Math.max(60, Math.round((plotW * n) / Math.max(1, m)));
     plotH = Math.max(40, plotH);
     const axis = (groups, count, px) => {
-      const base = {
-        showgrid: false,
-        zeroline: false,
-        ticks: "outside",
-        ticklen: 3,
-        tickcolor: "rgba(0,0,0,0)",
-        tickfont: { size: fontPx },
-        automargin: false,
-        ticklabeloverflow: "allow", // see heatmap.js: the default measures every label
-      };
+      const base = axisBase(fontPx, 3);
       if (!groups) return { ...base, tickmode: "auto", nticks: Math.max(2, Math.floor(px / 48)) };
       const vals = tickPositions(0, count - 1, px);
       return { ...base, tickmode: "array", tickvals: vals, ticktext: vals.map((i) => tickText(groups[i])) };
@@ -108,9 +92,9 @@ export class MatrixPlot {
     };
     const layout = {
       title: spec.title
-        ? { text: escapePlotly(spec.title), x: 0, xref: "paper", xanchor: "left", y: 1, yref: "container", yanchor: "top", pad: { t: 8 }, font: { size: 13, color: "#0f172a" } }
+        ? { text: escapePlotly(spec.title), x: 0, xref: "paper", xanchor: "left", y: 1, yref: "container", yanchor: "top", pad: { t: 8 }, font: { size: 13, color: TITLE_COLOR } }
         : undefined,
-      font: { family: FONT, color: "#334155", size: 11 },
+      font: { family: FONT, color: TEXT_COLOR, size: 11 },
       margin,
       width: plotW + margin.l + margin.r,
       height: plotH + margin.t + margin.b,

@@ -2,27 +2,14 @@
 // table of every statistic beside it. Clicking a cell (or a row's button) opens that head.
 
 import { getStats } from "./api.js";
+import { RequestCache } from "./cache.js";
 import { plotlyScale } from "./colors.js";
+import { DEFAULT_STAT, STATS } from "./definitions.js";
+import { $ } from "./dom.js";
+import * as exporter from "./exporter.js";
 import { MatrixPlot } from "./matrixplot.js";
 
-/** The statistics of /api/stats, in the order of the picker and the table. */
-export const STATS = [
-  { id: "entropy", name: "Entropy", short: "Entropy", unit: "nats", help: "Entropy of each query row, −Σ w·ln w, averaged over rows: 0 = every query looks at one token, ln T = uniform." },
-  { id: "distance", name: "Mean distance", short: "Dist.", unit: "tokens", help: "Σ_k w[q,k]·|q − k| averaged over query rows: how far, in tokens, a head looks." },
-  { id: "max_weight", name: "Max weight", short: "Max", unit: "", help: "The largest single weight in the head's matrix." },
-  { id: "row_max", name: "Row max", short: "Row max", unit: "", help: "The largest weight of each query row, averaged over rows: how peaked a typical row is." },
-  { id: "to_cls", name: "To [CLS]", short: "[CLS]", unit: "", help: "Share of attention given to [CLS], averaged over query rows." },
-  { id: "to_sep", name: "To [SEP]", short: "[SEP]", unit: "", help: "Share of attention given to [SEP] (every [SEP] of the input), averaged over query rows." },
-  { id: "to_self", name: "To self", short: "Self", unit: "", help: "Share of attention a token gives itself, w[q,q], averaged over query rows." },
-  { id: "to_previous", name: "To previous", short: "Prev", unit: "", help: "Share of attention to the token just before, w[q,q−1], averaged over rows 1..T−1." },
-  { id: "to_next", name: "To next", short: "Next", unit: "", help: "Share of attention to the token just after, w[q,q+1], averaged over rows 0..T−2." },
-];
-
-export const DEFAULT_STAT = "entropy";
-
-export function isStat(id) {
-  return STATS.some((s) => s.id === id);
-}
+// The statistics (id, name, short, unit, help) come from the server's definitions (definitions.js).
 
 const fmt = (v) => (v == null ? "—" : v.toFixed(3));
 
@@ -33,7 +20,6 @@ export class StatsView {
    * @param {(stat: string) => void} onPick the picker changed
    */
   constructor(tooltip, onOpen, onPick) {
-    const $ = (id) => document.getElementById(id);
     this.panel = $("stats-view");
     this.picker = $("stat");
     this.help = $("stat-help");
@@ -42,7 +28,7 @@ export class StatsView {
     this.table = $("stats-table");
     this.plot = new MatrixPlot($("stats-plot"), tooltip);
     this.onOpen = onOpen;
-    this.cache = new Map(); // request key -> Promise<response>
+    this.cache = new RequestCache(8); // request key -> Promise<response>
     this.resp = null;
     this.sort = { key: "layer", dir: 1 };
     this.rows = [];
@@ -100,18 +86,15 @@ export class StatsView {
   }
 
   /**
-   * Show the statistics of `request` (fetched once per text, pair, model and truncation).
-   * @param {{request: object, stat: string, scale: string, selected: {layer: number, head: number}}} opts
+   * The view interface (views.js): the statistics of the run's request (fetched once per text, pair,
+   * model and truncation), the state's statistic picked and its layer and head marked.
    */
-  async show({ request, stat, scale, selected }) {
+  async show(run, state) {
+    const request = run.request;
+    const { stat, scale } = state;
+    const selected = { layer: state.layer, head: state.head };
     const key = JSON.stringify([request.text, request.pair, request.model, request.truncate]);
-    let pending = this.cache.get(key);
-    if (!pending) {
-      if (this.cache.size >= 8) this.cache.delete(this.cache.keys().next().value);
-      pending = getStats(request);
-      this.cache.set(key, pending);
-      pending.catch(() => this.cache.delete(key)); // errors are not cached: the next visit retries
-    }
+    const pending = this.cache.get(key, () => getStats(request));
     if (!this.resp || this.resp.key !== key) this.setStatus("loading", "Computing statistics…");
     let resp;
     try {
@@ -225,7 +208,18 @@ export class StatsView {
     for (const th of this.table.tHead.rows[0].cells) th.classList.toggle("picked", th.dataset.key === pick);
   }
 
-  /** The table as CSV rows (header first), for the export button. */
+  hide() {}
+
+  exportPng(stem) {
+    return this.plot.downloadPng(stem);
+  }
+
+  /** The table as CSV (header first, every statistic of every head). */
+  exportCsv(stem) {
+    exporter.downloadRows(this.csvRows(), `${stem}.csv`);
+  }
+
+  /** The table as CSV rows (header first). */
   csvRows() {
     return [["layer", "head", ...STATS.map((s) => s.id)], ...this.rows.map((r) => [r.layer, r.head, ...STATS.map((s) => r[s.id] ?? "")])];
   }

@@ -10,8 +10,10 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from ... import __version__, i18n
+from ...attention.definitions import ROLLOUT, page_definitions, subscripts_html
 from ...paths import STATIC_DIR, TEMPLATES_DIR
 from ...schemas.attention import EXAMPLE_TEXT
 from ..i18n import language_of
@@ -25,6 +27,11 @@ from ..static_files import (
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
+# The definitions of the head statistics and rollout (one source): the help renders them, the scripts
+# read them from the page (#app data-definitions).
+templates.env.globals["rollout"] = ROLLOUT
+templates.env.globals["definitions"] = page_definitions()
+templates.env.filters["subscripts"] = lambda text: Markup(subscripts_html(str(text)))
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 SWAGGER_DIR = Path(fastapi_offline.__file__).parent / "static"

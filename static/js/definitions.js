@@ -1,0 +1,16 @@
+// The head statistics and attention rollout as the server defines them (app/attention/definitions.py,
+// the one source), embedded by the page template in #app's data-definitions. Outside a page (unit
+// tests) there are none.
+
+function embedded() {
+  const raw = globalThis.document?.getElementById("app")?.dataset.definitions;
+  return raw ? JSON.parse(raw) : { default_stat: null, stats: [], rollout: null };
+}
+
+const definitions = embedded();
+
+/** [{id, name, short, unit, formula, help}] in the order of the picker and the table. */
+export const STATS = Object.freeze(definitions.stats);
+export const DEFAULT_STAT = definitions.default_stat;
+/** {source, step, product, explanation, help} */
+export const ROLLOUT = definitions.rollout;

@@ -1,0 +1,35 @@
+// The tab views and how the page drives them.
+//
+// Every tab view (HeadView, ModelGrid, StatsView, CompareView, ExplainView) has the same interface:
+//
+//   show(run, state, signal)  Draw `run` (the response shown: {id, resp, tensor, aggs, request, kind,
+//                             models}, see main.js) as `state` (store.js) says. Called after every state
+//                             change while the tab is active, so it skips work when nothing it uses
+//                             changed. May be async. `signal` (AbortSignal) is aborted when the state
+//                             moves on: a slow view should then not draw, a newer show() follows. An
+//                             error the view already displays in place carries `shown: true`.
+//   hide()                    The tab was left (drop tooltips and the like).
+//   exportPng?(stem)          Optional: the PNG button applies to this view. Returns a promise.
+//   exportCsv?(stem)          Optional: the CSV button applies to this view.
+//
+// A view changes the state only through store.setState (directly or through a callback it is given).
+
+export class Views {
+  /** @param {Record<string, {show: Function, hide: Function}>} byName one view per `state.view` */
+  constructor(byName) {
+    this.byName = byName;
+    this.shown = null;
+  }
+
+  get(name) {
+    return this.byName[name];
+  }
+
+  /** Show `state.view` (hiding the one shown before, if another). */
+  async show(run, state, signal) {
+    const view = this.byName[state.view];
+    if (this.shown && this.shown !== view) this.shown.hide();
+    this.shown = view;
+    await view.show(run, state, signal);
+  }
+}

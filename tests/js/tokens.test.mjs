@@ -1,0 +1,78 @@
+// Token grouping and projection (static/js/tokens.js) against hand-worked values.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { groupTokens, isWordPiece, project } from "../../static/js/tokens.js";
+
+const close = (actual, expected, eps = 1e-6) => {
+  assert.equal(actual.length, expected.length);
+  expected.forEach((v, i) => assert.ok(Math.abs(actual[i] - v) <= eps, `[${i}] ${actual[i]} != ${v}`));
+};
+
+const wordpiece = {
+  tokens: ["[CLS]", "play", "##ing", "fast", "[SEP]"],
+  special: [true, false, false, false, true],
+  offsets: [null, [0, 4], [4, 7], [8, 12], null],
+  segments: [0, 0, 0, 0, 0],
+};
+
+test("WordPiece: ## pieces join the word before, special tokens stay apart", () => {
+  assert.equal(isWordPiece(wordpiece.tokens), true);
+  const g = groupTokens(wordpiece, { hideSpecial: false, mergeWords: true });
+  assert.deepEqual(g.map((x) => x.label), ["[CLS]", "playing", "fast", "[SEP]"]);
+  assert.deepEqual(g.map((x) => x.members), [[0], [1, 2], [3], [4]]);
+  assert.deepEqual(g.map((x) => x.special), [true, false, false, true]);
+});
+
+test("hiding special tokens drops them; without merging every token is its own group", () => {
+  const g = groupTokens(wordpiece, { hideSpecial: true, mergeWords: false });
+  assert.deepEqual(g.map((x) => x.label), ["play", "##ing", "fast"]);
+  assert.deepEqual(g.map((x) => x.members), [[1], [2], [3]]);
+});
+
+test("BPE: a piece joins when it starts where the last ended and has no leading space marker", () => {
+  const resp = {
+    tokens: ["Hel", "lo", "Ġworld", "!"],
+    special: [false, false, false, false],
+    offsets: [[0, 3], [3, 5], [5, 11], [11, 12]],
+  };
+  const g = groupTokens(resp, { hideSpecial: false, mergeWords: true });
+  assert.deepEqual(g.map((x) => x.label), ["Hello", "Ġworld!"]);
+  assert.deepEqual(g.map((x) => x.members), [[0, 1], [2, 3]]);
+});
+
+test("words never merge across the two segments of a pair", () => {
+  const resp = { tokens: ["a", "##b", "##c"], special: [false, false, false], segments: [0, 0, 1] };
+  const g = groupTokens(resp, { hideSpecial: false, mergeWords: true });
+  assert.deepEqual(g.map((x) => x.members), [[0, 1], [2]]);
+  assert.deepEqual(g.map((x) => x.segment), [0, 1]);
+});
+
+test("unknown tokens are labelled ⟨UNK⟩", () => {
+  const resp = { tokens: ["[UNK]", "x"], special: [false, false], unknown: [true, false] };
+  assert.deepEqual(groupTokens(resp, { hideSpecial: false, mergeWords: false }).map((x) => x.label), ["⟨UNK⟩", "x"]);
+});
+
+// A = [[0.5, 0.25, 0.25],
+//      [0.2, 0.6,  0.2 ],
+//      [0.1, 0.3,  0.6 ]]
+const A = Float32Array.from([0.5, 0.25, 0.25, 0.2, 0.6, 0.2, 0.1, 0.3, 0.6]);
+
+test("merging sums the key pieces and averages the query pieces", () => {
+  const groups = [{ members: [0] }, { members: [1, 2] }];
+  // row {0}: [0.5, 0.25 + 0.25]; row {1,2}: [(0.2 + 0.1) / 2, ((0.6 + 0.2) + (0.3 + 0.6)) / 2]
+  close(project(A, 3, groups, false), [0.5, 0.5, 0.15, 0.85]);
+});
+
+test("hiding with renormalisation divides each kept row by its kept sum", () => {
+  const groups = [{ members: [1] }, { members: [2] }];
+  // row 1 keeps [0.6, 0.2] of sum 0.8; row 2 keeps [0.3, 0.6] of sum 0.9
+  close(project(A, 3, groups, true), [0.75, 0.25, 1 / 3, 2 / 3]);
+  // without renormalising (max over heads) the kept weights stay as they are
+  close(project(A, 3, groups, false), [0.6, 0.2, 0.3, 0.6]);
+});
+
+test("nothing hidden or merged returns the matrix itself", () => {
+  const groups = [{ members: [0] }, { members: [1] }, { members: [2] }];
+  assert.equal(project(A, 3, groups, false), A);
+});

@@ -6,6 +6,7 @@ tokenizers are trained on a few sentences. Each model is small enough to load in
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -161,10 +162,10 @@ def make_all(root: Path) -> dict[str, Path]:
 LLM_HEADS, LLM_KV_HEADS = 4, 2
 
 
-def _byte_level_tokenizer(folder: Path, max_length: int) -> object:
-    """A byte-level BPE (the GPT-2/Llama-3/Qwen style) trained on ``CORPUS``, as a generic fast tokenizer."""
+@functools.cache
+def _trained_byte_level_bpe() -> str:
+    """A byte-level BPE trained on ``CORPUS`` once per process, as tokenizer.json text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
@@ -176,8 +177,16 @@ def _byte_level_tokenizer(folder: Path, max_length: int) -> object:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     bpe.train_from_iterator(CORPUS * 4, trainer=trainer)
+    return str(bpe.to_str())
+
+
+def _byte_level_tokenizer(folder: Path, max_length: int) -> object:
+    """A byte-level BPE (the GPT-2/Llama-3/Qwen style) trained on ``CORPUS``, as a generic fast tokenizer."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
+        tokenizer_object=Tokenizer.from_str(_trained_byte_level_bpe()),
         bos_token="<|bos|>",
         eos_token="<|eos|>",
         pad_token="<|pad|>",

@@ -263,7 +263,7 @@ class Recorder:
                         scaling=raw.scaling,
                         softcap=raw.softcap,
                         sliding_window=raw.sliding_window,
-                        bias=None if raw.bias is None else _own(raw.bias[i if raw.bias.shape[0] > 1 else 0, :, :n, :n], batch),
+                        bias=_item_bias(raw.bias, i, n, batch),
                     )
                 )
         return [Captured(layers) for layers in items]
@@ -272,6 +272,12 @@ class Recorder:
 def _own(t: torch.Tensor, batch: int) -> torch.Tensor:
     """A tensor that holds only its own elements (no view into the whole batch), contiguous."""
     return t.clone(memory_format=torch.contiguous_format) if batch > 1 else t.contiguous()
+
+
+def _item_bias(bias: torch.Tensor | None, i: int, n: int, batch: int) -> torch.Tensor | None:
+    if bias is None:
+        return None
+    return _own(bias[i if bias.shape[0] > 1 else 0, :, :n, :n], batch)  # [1|Hq, n, n]
 
 
 def _item_mask(raw: _Raw, made: _MaskMade | None, i: int, n: int, batch: int) -> Mask:
@@ -338,7 +344,7 @@ def capture_attention(
             )
         )
     if softcap is None:
-        return sdpa_attention_forward(  # type: ignore[no-any-return]
+        return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
     return _softcapped_attention(query, key, value, attention_mask, scale, softcap, is_causal, module), None
@@ -384,11 +390,9 @@ def capture_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
     rec = _RECORDER.get()
     if rec is None or mask is None or args or kwargs.get("use_vmap", False):
         return mask  # positional calls and vmap-only mask functions: the layer keeps the tensor itself
-    function = kwargs.get("mask_function")
-    if function is None:
-        from transformers.masking_utils import causal_mask_function
+    from transformers.masking_utils import causal_mask_function
 
-        function = causal_mask_function
+    function: Callable[..., torch.Tensor] = kwargs.get("mask_function") or causal_mask_function  # type: ignore[assignment]
     kv_length, kv_offset = int(kwargs["kv_length"]), int(kwargs.get("kv_offset", 0))
     padding = prepare_padding_mask(kwargs.get("attention_mask"), kv_length, kv_offset)
     if padding is not None:

@@ -1,8 +1,9 @@
 """The engine interface: text -> ``Encoded`` -> attention. Hugging Face engines and the textbook block implement it.
 
 Every engine exposes the same two steps so the batcher can treat them alike:
-``encode`` (text -> ``Encoded``, thread-safe) and ``forward`` (a batch of ``Encoded`` -> per-item
-attention tensors of shape (L, H, T, T)).
+``encode`` (text -> ``Encoded``, thread-safe) and ``run`` (a batch of ``Encoded`` -> per-item
+``Attention``: a dense (L, H, T, T) tensor, or a ``Captured`` state that computes the weights of the
+layers and heads asked for). ``forward`` is ``run`` made dense.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+
+from .capture import Captured
+
+#: One item's attention: dense (L, H, T, T), or captured q/k/mask computing any layer and head on demand.
+Attention = torch.Tensor | Captured
 
 Kind = Literal["encoder", "decoder", "custom"]
 
@@ -105,11 +111,34 @@ class Engine:
             verbose=False,  # counting an over-long input first is intended, not worth a warning
         )
 
+    # -- model facts ------------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """The model family (``config.model_type`` for Hugging Face models)."""
+        return self.kind
+
+    @property
+    def num_kv_heads(self) -> int:
+        """Key/value heads; fewer than ``num_heads`` under grouped-query attention."""
+        return self.num_heads
+
+    @property
+    def head_dim(self) -> int | None:
+        """Size of one head's query/key vectors, when known."""
+        return None
+
     # -- running --------------------------------------------------------------------------------
     def forward(self, batch: list[Encoded]) -> list[torch.Tensor]:
-        """Run a padded batch; return each item's attention, padding cut away: list of (L, H, T_i, T_i)."""
-        if not batch:
-            return []
+        """Run a padded batch; return each item's dense attention, padding cut away: list of (L, H, T_i, T_i)."""
+        out: list[torch.Tensor] = []
+        for item in self.run(batch):
+            if isinstance(item, Captured):
+                item = item.select(list(range(item.num_layers)), list(range(item.num_heads)))  # (L, H, T, T)
+            out.append(item)
+        return out
+
+    def pad(self, batch: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ``(ids, mask, types)``, each (B, T_max); mask 1 = real token."""
         lengths = [len(e) for e in batch]
         t_max = max(lengths)
         pad_id = self.tokenizer.pad_token_id
@@ -123,6 +152,15 @@ class Engine:
             mask[i, :n] = 1
             if enc.token_type_ids is not None:
                 types[i, :n] = torch.tensor(enc.token_type_ids)
+        return ids, mask, types
+
+    def run(self, batch: list[Encoded]) -> list[Attention]:
+        """Run a padded batch; return each item's attention, padding cut away (dense here: (L, H, T_i, T_i))."""
+        if not batch:
+            return []
+        lengths = [len(e) for e in batch]
+        t_max = max(lengths)
+        ids, mask, types = self.pad(batch)  # each (B, T)
         with torch.inference_mode():
             attn = self._attention(ids, mask, types)  # (L, B, H, T, T)
         if attn.shape[:3] != (self.num_layers, len(batch), self.num_heads) or attn.shape[3:] != (t_max, t_max):

@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import torch
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import APIError
-from ..models.engine import Encoded, Engine
+from ..models.engine import Attention, Encoded, Engine
 from ..settings import Settings
 
 log = logging.getLogger("headmap")
@@ -31,7 +30,7 @@ MAX_BATCH_TOKENS = 8192
 @dataclass
 class _Job:
     enc: Encoded
-    future: asyncio.Future[torch.Tensor] = field(repr=False)
+    future: asyncio.Future[Attention] = field(repr=False)
 
 
 class Scheduler:
@@ -47,8 +46,8 @@ class Scheduler:
         self.batches_run = 0
         self.items_run = 0
 
-    async def run(self, engine: Engine, enc: Encoded) -> torch.Tensor:
-        """Attention of one input, (L, H, T, T). 503 when the queue is full, 504 past the time limit."""
+    async def run(self, engine: Engine, enc: Encoded) -> Attention:
+        """Attention of one input, (L, H, T, T) or captured. 503 when the queue is full, 504 past the time limit."""
         if self.waiting >= self.settings.max_queue + self.settings.max_concurrency * self.settings.max_batch_size:
             raise APIError(503, "overloaded", "Too many requests are waiting; retry shortly.", {"Retry-After": "1"})
         loop = asyncio.get_running_loop()
@@ -118,7 +117,7 @@ class Scheduler:
     async def _run_batch(self, engine: Engine, batch: list[_Job]) -> None:
         async with self._running:
             try:
-                results = await run_in_threadpool(engine.forward, [job.enc for job in batch])
+                results = await run_in_threadpool(engine.run, [job.enc for job in batch])
             except Exception as exc:  # surfaces as each waiter's error, never kills the worker
                 log.exception("forward pass of %s failed", engine.name)
                 for job in batch:

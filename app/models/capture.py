@@ -250,43 +250,44 @@ class Recorder:
 
     def split(self, lengths: list[int]) -> list[Captured]:
         """Per item (right-padded to the batch's longest), the capture cut to its own ``lengths[i]`` tokens."""
-        batch = len(lengths)
         items: list[list[LayerCapture]] = [[] for _ in lengths]
         for raw in self.calls:
             made = self.masks.get(id(raw.mask)) if raw.mask is not None else None
             for i, n in enumerate(lengths):
                 items[i].append(
                     LayerCapture(
-                        q=_own(raw.q[i, :, :n], batch),  # [Hq, n, d]
-                        k=_own(raw.k[i, :, :n], batch),  # [Hkv, n, d]
-                        mask=_item_mask(raw, made, i, n, batch),
+                        q=_own(raw.q[i, :, :n]),  # [Hq, n, d]
+                        k=_own(raw.k[i, :, :n]),  # [Hkv, n, d]
+                        mask=_item_mask(raw, made, i, n),
                         scaling=raw.scaling,
                         softcap=raw.softcap,
                         sliding_window=raw.sliding_window,
-                        bias=_item_bias(raw.bias, i, n, batch),
+                        bias=_item_bias(raw.bias, i, n),
                     )
                 )
         return [Captured(layers) for layers in items]
 
 
-def _own(t: torch.Tensor, batch: int) -> torch.Tensor:
-    """A tensor that holds only its own elements (no view into the whole batch), contiguous."""
-    return t.clone(memory_format=torch.contiguous_format) if batch > 1 else t.contiguous()
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """A tensor that holds only its own elements (no view into the whole batch or a fused q/k/v), contiguous."""
+    if t.is_contiguous() and _storage_bytes(t) == t.nbytes:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
-def _item_bias(bias: torch.Tensor | None, i: int, n: int, batch: int) -> torch.Tensor | None:
+def _item_bias(bias: torch.Tensor | None, i: int, n: int) -> torch.Tensor | None:
     if bias is None:
         return None
-    return _own(bias[i if bias.shape[0] > 1 else 0, :, :n, :n], batch)  # [1|Hq, n, n]
+    return _own(bias[i if bias.shape[0] > 1 else 0, :, :n, :n])  # [1|Hq, n, n]
 
 
-def _item_mask(raw: _Raw, made: _MaskMade | None, i: int, n: int, batch: int) -> Mask:
+def _item_mask(raw: _Raw, made: _MaskMade | None, i: int, n: int) -> Mask:
     if raw.mask is None:
         return Mask("causal" if raw.causal else "full")
     if made is not None:
         return Mask("function", function=made.function, batch=i, q_offset=made.q_offset, kv_offset=made.kv_offset)
     m = raw.mask[i if raw.mask.shape[0] > 1 else 0, :, :n, :n]  # [Hm, n, n]
-    return Mask("dense", dense=_own(m, batch))
+    return Mask("dense", dense=_own(m))
 
 
 _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("headmap_recorder", default=None)

@@ -122,9 +122,9 @@ class LayerCapture:
     def scores(self, heads: torch.Tensor, q0: int, q1: int, k0: int, k1: int) -> torch.Tensor:
         """Masked logits of ``heads`` for queries ``q0:q1`` × keys ``k0:k1``: [h, q, k] float32."""
         group = self.num_heads // self.num_kv_heads
-        q = self.q[heads, q0:q1].float()  # [h, q, d]
+        q = self.q[heads, q0:q1].float() * self.scaling  # [h, q, d] scaled here: a q×d pass, not a q×k one
         k = self.k[heads // group, k0:k1].float()  # [h, k, d] each query head's key/value head
-        s = torch.matmul(q, k.transpose(1, 2)).mul_(self.scaling)  # [h, q, k]
+        s = torch.matmul(q, k.transpose(1, 2))  # [h, q, k]
         if self.softcap is not None:  # Gemma 2: tanh soft-capping before the mask, as its eager path does
             s = s.div_(self.softcap).tanh_().mul_(self.softcap)
         if self.bias is not None:

@@ -125,7 +125,7 @@ def test_engine_failure_is_json_500(registry: ModelRegistry, monkeypatch) -> Non
     def broken(batch):  # type: ignore[no-untyped-def]
         raise RuntimeError("tensor internals")
 
-    monkeypatch.setattr(registry.get("custom"), "forward", broken)
+    monkeypatch.setattr(registry.get("custom"), "run", broken)
     with borrowed(registry) as c:
         r = c.post("/api/attention", json={"text": TEXT, "model": "custom"})
         assert c.post("/api/attention", json={"text": TEXT}).status_code == 200  # the worker lives on
@@ -140,7 +140,7 @@ def test_non_finite_attention_never_reaches_a_response(
     bad: float,  # type: ignore[no-untyped-def]
 ) -> None:
     engine = registry.get("custom")
-    real = engine.forward
+    real = engine.run
 
     def poisoned(batch):  # type: ignore[no-untyped-def]
         out = [a.clone() for a in real(batch)]
@@ -148,7 +148,7 @@ def test_non_finite_attention_never_reaches_a_response(
             a[0, 0, -1, 0] = bad
         return out
 
-    monkeypatch.setattr(engine, "forward", poisoned)
+    monkeypatch.setattr(engine, "run", poisoned)
     for encoding in ("json", "compact"):
         r = client.post("/api/attention", json={"text": TEXT, "model": "custom", "encoding": encoding})
         assert is_error(r, 422, "non_finite_attention"), r.text  # type: ignore[arg-type]
@@ -169,13 +169,13 @@ def test_lone_surrogates_are_422(client: TestClient) -> None:
 
 def test_timeout_is_json_504(registry: ModelRegistry, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     engine = registry.get("custom")
-    real = engine.forward
+    real = engine.run
 
     def slow(batch):  # type: ignore[no-untyped-def]
         time.sleep(1.0)
         return real(batch)
 
-    monkeypatch.setattr(engine, "forward", slow)
+    monkeypatch.setattr(engine, "run", slow)
     with borrowed(registry, request_timeout_s=0.2) as c:
         start = time.monotonic()
         r = c.post("/api/attention", json={"text": TEXT, "model": "custom"})

@@ -19,6 +19,14 @@ from .capture import Captured
 #: One item's attention: dense (L, H, T, T), or captured q/k/mask computing any layer and head on demand.
 Attention = torch.Tensor | Captured
 
+
+def dense(attention: Attention) -> torch.Tensor:
+    """Every layer and head as one (L, H, T, T) tensor (computed from a capture, as is otherwise)."""
+    if isinstance(attention, Captured):
+        return attention.select(list(range(attention.num_layers)), list(range(attention.num_heads)))
+    return attention
+
+
 Kind = Literal["encoder", "decoder", "custom"]
 
 
@@ -130,12 +138,7 @@ class Engine:
     # -- running --------------------------------------------------------------------------------
     def forward(self, batch: list[Encoded]) -> list[torch.Tensor]:
         """Run a padded batch; return each item's dense attention, padding cut away: list of (L, H, T_i, T_i)."""
-        out: list[torch.Tensor] = []
-        for item in self.run(batch):
-            if isinstance(item, Captured):
-                item = item.select(list(range(item.num_layers)), list(range(item.num_heads)))  # (L, H, T, T)
-            out.append(item)
-        return out
+        return [dense(item) for item in self.run(batch)]
 
     def pad(self, batch: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Right-padded ``(ids, mask, types)``, each (B, T_max); mask 1 = real token."""

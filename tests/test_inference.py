@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from headmap.errors import APIError
+from headmap.models.engine import dense
 from headmap.serving.scheduler import Scheduler
 from headmap.settings import Settings
 
@@ -31,7 +32,8 @@ def test_concurrent_jobs_are_batched_and_equal_unbatched(registry) -> None:  # t
     results, scheduler = asyncio.run(run())
     assert scheduler.items_run == len(TEXTS)
     assert scheduler.batches_run < len(TEXTS)  # at least one pass served several requests
-    for got, want in zip(results, alone, strict=True):
+    for result, want in zip(results, alone, strict=True):
+        got = dense(result)  # a captured result, all layers and heads
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
@@ -40,16 +42,16 @@ def test_full_queue_is_refused_at_once(registry) -> None:  # type: ignore[no-unt
     engine = registry.get("minilm")
     enc = engine.encode("hello")
     gate = threading.Event()
-    real_forward = engine.forward
+    real_forward = engine.run
 
     async def run() -> list[object]:
         scheduler = Scheduler(Settings(max_queue=2, max_concurrency=1, max_batch_size=1))
 
         def slow_forward(batch):  # type: ignore[no-untyped-def]
             gate.wait(10)
-            return real_forward(batch)
+            return [dense(a) for a in real_forward(batch)]
 
-        engine.forward = slow_forward
+        engine.run = slow_forward
         try:
             tasks = [asyncio.create_task(scheduler.run(engine, enc)) for _ in range(6)]
             await asyncio.sleep(0.2)
@@ -58,7 +60,7 @@ def test_full_queue_is_refused_at_once(registry) -> None:  # type: ignore[no-unt
             gate.set()
             rest = await asyncio.gather(*(t for t in tasks if t not in done), return_exceptions=True)
         finally:
-            del engine.forward
+            del engine.run
             await scheduler.close()
         return refused + list(rest)
 
@@ -73,7 +75,7 @@ def test_timeout_is_504(registry) -> None:  # type: ignore[no-untyped-def]
     engine = registry.get("minilm")
     enc = engine.encode("hello")
     gate = threading.Event()
-    real_forward = engine.forward
+    real_forward = engine.run
 
     async def run() -> None:
         scheduler = Scheduler(Settings(request_timeout_s=0.2))
@@ -82,7 +84,7 @@ def test_timeout_is_504(registry) -> None:  # type: ignore[no-untyped-def]
             gate.wait(10)
             return real_forward(batch)
 
-        engine.forward = slow_forward
+        engine.run = slow_forward
         try:
             with pytest.raises(APIError) as info:
                 await scheduler.run(engine, enc)
@@ -90,7 +92,7 @@ def test_timeout_is_504(registry) -> None:  # type: ignore[no-untyped-def]
             assert scheduler.waiting == 0
         finally:
             gate.set()
-            del engine.forward
+            del engine.run
             await scheduler.close()
 
     asyncio.run(run())

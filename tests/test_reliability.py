@@ -126,7 +126,7 @@ def test_engine_failure_is_json_500(registry: ModelRegistry, monkeypatch) -> Non
     def broken(batch):  # type: ignore[no-untyped-def]
         raise RuntimeError("tensor internals")
 
-    monkeypatch.setattr(registry.get("custom"), "forward", broken)
+    monkeypatch.setattr(registry.get("custom"), "run", broken)
     with borrowed(registry) as c:
         r = c.post("/api/attention", json={"text": TEXT, "model": "custom"})
         assert c.post("/api/attention", json={"text": TEXT}).status_code == 200  # the worker lives on
@@ -141,7 +141,7 @@ def test_non_finite_attention_never_reaches_a_response(
     bad: float,  # type: ignore[no-untyped-def]
 ) -> None:
     engine = registry.get("custom")
-    real = engine.forward
+    real = engine.run
 
     def poisoned(batch):  # type: ignore[no-untyped-def]
         out = [a.clone() for a in real(batch)]
@@ -149,7 +149,7 @@ def test_non_finite_attention_never_reaches_a_response(
             a[0, 0, -1, 0] = bad
         return out
 
-    monkeypatch.setattr(engine, "forward", poisoned)
+    monkeypatch.setattr(engine, "run", poisoned)
     for encoding in ("json", "compact"):
         r = client.post("/api/attention", json={"text": TEXT, "model": "custom", "encoding": encoding})
         assert is_error(r, 422, "non_finite_attention"), r.text  # type: ignore[arg-type]
@@ -186,7 +186,7 @@ def model_work_held(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch) ->
     """
     started, release, finished = threading.Event(), threading.Event(), threading.Event()
     engine = registry.get("custom")
-    real_forward = engine.forward
+    real_run = engine.run
     real_explain = insight_service.explain_payload
 
     def held(real):  # type: ignore[no-untyped-def]
@@ -200,7 +200,7 @@ def model_work_held(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch) ->
 
         return run
 
-    monkeypatch.setattr(engine, "forward", held(real_forward))
+    monkeypatch.setattr(engine, "run", held(real_run))
     monkeypatch.setattr(insight_service, "explain_payload", held(real_explain))
     try:
         yield started, release, finished

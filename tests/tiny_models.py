@@ -6,6 +6,7 @@ tokenizers are trained on a few sentences. Each model is small enough to load in
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -153,3 +154,124 @@ MAKERS = {"bert": make_bert, "roberta": make_roberta, "distilbert": make_distilb
 def make_all(root: Path) -> dict[str, Path]:
     """Write one tiny model per family under ``root``; returns ``{family: folder}``."""
     return {family: MAKERS[family](root / f"tiny-{family}") for family in FAMILIES}
+
+
+# -- decoder LLM families (grouped-query attention, sliding windows, soft-capping) ------------------
+
+#: Query heads and key/value heads of the tiny LLMs: 4 query heads share 2 key/value heads (GQA).
+LLM_HEADS, LLM_KV_HEADS = 4, 2
+
+
+@functools.cache
+def _trained_byte_level_bpe() -> str:
+    """A byte-level BPE trained on ``CORPUS`` once per process, as tokenizer.json text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        min_frequency=1,
+        special_tokens=["<|bos|>", "<|eos|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(CORPUS * 4, trainer=trainer)
+    return str(bpe.to_str())
+
+
+def _byte_level_tokenizer(folder: Path, max_length: int) -> object:
+    """A byte-level BPE (the GPT-2/Llama-3/Qwen style) trained on ``CORPUS``, as a generic fast tokenizer."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_trained_byte_level_bpe()),
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        pad_token="<|pad|>",
+        model_max_length=max_length,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(folder)
+    return tok
+
+
+def _llm_common(tok: object) -> dict[str, object]:
+    return {
+        "vocab_size": len(tok),  # type: ignore[arg-type]
+        "hidden_size": HIDDEN,
+        "intermediate_size": 2 * HIDDEN,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": LLM_HEADS,
+        "num_key_value_heads": LLM_KV_HEADS,
+        "max_position_embeddings": POSITIONS,
+        "bos_token_id": tok.bos_token_id,  # type: ignore[attr-defined]
+        "eos_token_id": tok.eos_token_id,  # type: ignore[attr-defined]
+        "pad_token_id": tok.pad_token_id,  # type: ignore[attr-defined]
+    }
+
+
+def make_llama(folder: Path) -> Path:
+    from transformers import LlamaConfig, LlamaModel
+
+    config = LlamaConfig(**_llm_common(_byte_level_tokenizer(folder, POSITIONS)))
+    torch.manual_seed(5)
+    LlamaModel(config).eval().save_pretrained(folder)
+    return folder
+
+
+def make_qwen2(folder: Path) -> Path:
+    from transformers import Qwen2Config, Qwen2Model
+
+    config = Qwen2Config(**_llm_common(_byte_level_tokenizer(folder, POSITIONS)))
+    torch.manual_seed(6)
+    Qwen2Model(config).eval().save_pretrained(folder)
+    return folder
+
+
+#: Mistral's sliding window: shorter than the test inputs, so it changes the weights.
+SLIDING_WINDOW = 4
+
+
+def make_mistral(folder: Path) -> Path:
+    from transformers import MistralConfig, MistralModel
+
+    config = MistralConfig(**_llm_common(_byte_level_tokenizer(folder, POSITIONS)), sliding_window=SLIDING_WINDOW)
+    torch.manual_seed(7)
+    MistralModel(config).eval().save_pretrained(folder)
+    return folder
+
+
+def make_gemma2(folder: Path) -> Path:
+    """Gemma 2: attention logit soft-capping, and sliding-window layers alternating with full ones."""
+    from transformers import Gemma2Config, Gemma2Model
+
+    config = Gemma2Config(
+        **_llm_common(_byte_level_tokenizer(folder, POSITIONS)),
+        head_dim=HIDDEN // LLM_HEADS,
+        sliding_window=SLIDING_WINDOW,
+        attn_logit_softcapping=2.0,  # small, so the cap bends the random model's logits visibly
+        query_pre_attn_scalar=HIDDEN // LLM_HEADS,
+    )
+    torch.manual_seed(8)
+    Gemma2Model(config).eval().save_pretrained(folder)
+    return folder
+
+
+def make_phi3(folder: Path) -> Path:
+    from transformers import Phi3Config, Phi3Model
+
+    config = Phi3Config(**_llm_common(_byte_level_tokenizer(folder, POSITIONS)))
+    torch.manual_seed(9)
+    Phi3Model(config).eval().save_pretrained(folder)
+    return folder
+
+
+LLM_MAKERS = {
+    "llama": make_llama,
+    "qwen2": make_qwen2,
+    "mistral": make_mistral,
+    "gemma2": make_gemma2,
+    "phi3": make_phi3,
+}

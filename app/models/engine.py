@@ -1,8 +1,9 @@
 """The engine interface: text -> ``Encoded`` -> attention. Hugging Face engines and the textbook block implement it.
 
 Every engine exposes the same two steps so the batcher can treat them alike:
-``encode`` (text -> ``Encoded``, thread-safe) and ``forward`` (a batch of ``Encoded`` -> per-item
-attention tensors of shape (L, H, T, T)).
+``encode`` (text -> ``Encoded``, thread-safe) and ``run`` (a batch of ``Encoded`` -> per-item
+``Attention``: a dense (L, H, T, T) tensor, or a ``Captured`` state that computes the weights of the
+layers and heads asked for). ``forward`` is ``run`` made dense.
 """
 
 from __future__ import annotations
@@ -14,6 +15,18 @@ from typing import Any, Literal
 import torch
 
 from . import tokentext
+from .capture import Captured
+
+#: One item's attention: dense (L, H, T, T), or captured q/k/mask computing any layer and head on demand.
+Attention = torch.Tensor | Captured
+
+
+def dense(attention: Attention) -> torch.Tensor:
+    """Every layer and head as one (L, H, T, T) tensor (computed from a capture, as is otherwise)."""
+    if isinstance(attention, Captured):
+        return attention.select(list(range(attention.num_layers)), list(range(attention.num_heads)))
+    return attention
+
 
 Kind = Literal["encoder", "decoder", "encoder-decoder", "custom"]
 
@@ -125,9 +138,11 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------------
     def forward(self, batch: list[Encoded]) -> list[torch.Tensor]:
-        """Run a padded batch; return each item's attention, padding cut away: list of (L, H, T_i, T_i)."""
-        if not batch:
-            return []
+        """Run a padded batch; return each item's dense attention, padding cut away: list of (L, H, T_i, T_i)."""
+        return [dense(item) for item in self.run(batch)]
+
+    def pad(self, batch: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ``(ids, mask, types)``, each (B, T_max); mask 1 = real token."""
         lengths = [len(e) for e in batch]
         t_max = max(lengths)
         pad_id = self.tokenizer.pad_token_id
@@ -141,6 +156,15 @@ class Engine:
             mask[i, :n] = 1
             if enc.token_type_ids is not None:
                 types[i, :n] = torch.tensor(enc.token_type_ids)
+        return ids, mask, types
+
+    def run(self, batch: list[Encoded]) -> list[Attention]:
+        """Run a padded batch; return each item's attention, padding cut away (dense here: (L, H, T_i, T_i))."""
+        if not batch:
+            return []
+        lengths = [len(e) for e in batch]
+        t_max = max(lengths)
+        ids, mask, types = self.pad(batch)  # each (B, T)
         with torch.inference_mode():
             attn = self._attention(ids, mask, types)  # (L, B, H, T, T)
         if attn.dtype != torch.float32:  # a bfloat16 model: the weights leave every engine as float32

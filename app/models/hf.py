@@ -1,27 +1,52 @@
-"""Hugging Face models (any ``AutoModel`` folder) as attention engines."""
+"""Hugging Face models (any ``AutoModel`` folder) as attention engines.
+
+A model whose attention routes through transformers' ``AttentionInterface`` runs its SDPA path with the
+capture (``capture.py``): each item comes back as a ``Captured`` state and only the layers and heads a
+request asks for are ever computed. Other models run eagerly with ``output_attentions``.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .engine import Engine, Kind
+from . import capture
+from .engine import Attention, Encoded, Engine, Kind
+
+log = logging.getLogger("headmap")
 
 
 @dataclass(kw_only=True)
 class HFEngine(Engine):
-    """A Hugging Face ``AutoModel`` run with eager attention (SDPA returns no weights)."""
+    """A Hugging Face ``AutoModel``: captured q/k on its SDPA path when ``capture``, else eager attention."""
 
     model: Any
     uses_token_types: bool
+    capture: bool = False
 
-    def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> dict[str, torch.Tensor]:
         kwargs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
         if self.uses_token_types:
             kwargs["token_type_ids"] = types
+        return kwargs
+
+    def run(self, batch: list[Encoded]) -> list[Attention]:
+        """Each item's ``Captured`` state (capture models), else the dense eager attention."""
+        if not self.capture or not batch:
+            return super().run(batch)
+        ids, mask, types = self.pad(batch)  # each (B, T)
+        with torch.inference_mode(), capture.recording() as rec:
+            self.model(**self._inputs(ids, mask, types))
+        if len(rec.calls) != self.num_layers:
+            raise RuntimeError(f"{self.name}: captured {len(rec.calls)} attention calls, expected {self.num_layers}")
+        return list(rec.split([len(e) for e in batch]))
+
+    def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        kwargs = self._inputs(ids, mask, types)
         layers: list[torch.Tensor | None] = list(self.model(**kwargs, output_attentions=True).attentions)
         # Stack layer by layer, letting go of each source as it is copied: torch.stack would hold the
         # model's L tensors and the stacked copy at once (150 MB instead of 88 MB at 512 tokens).
@@ -33,6 +58,47 @@ class HFEngine(Engine):
             stacked[i].copy_(layer)
             layers[i] = layer = None
         return stacked
+
+
+def enable_capture(model: Any, uses_token_types: bool) -> bool:
+    """Switch ``model`` to the capture if its attention routes through ``AttentionInterface``; True if it did.
+
+    A probe (two short inputs, one padded) must give eager ``output_attentions`` on every layer (to 1e-4
+    in float32; half precision rounds eager's own matmul, so 2e-2 there), otherwise the model stays
+    eager. ``model`` is left with eager or capture attention.
+    """
+    if not getattr(model, "is_backend_compatible", lambda: False)():
+        return False
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    if vocab < 8:
+        return False
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 0, 0]])  # (2, 6)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])  # (2, 6)
+    kwargs = {"input_ids": ids, "attention_mask": mask}
+    atol = 1e-4 if model.dtype == torch.float32 else 2e-2
+    if uses_token_types:
+        kwargs["token_type_ids"] = torch.zeros_like(ids)
+    try:
+        with torch.inference_mode():
+            eager = model(**kwargs, output_attentions=True).attentions  # L x (2, H, 6, 6)
+            capture.register()
+            model.set_attn_implementation(capture.CAPTURE)
+            if model.config._attn_implementation != capture.CAPTURE:
+                return False
+            with capture.recording() as rec:
+                model(**kwargs)
+            items = rec.split([6, 4])
+            ok = len(eager) == len(rec.calls) and all(
+                torch.allclose(item.weights(layer), eager[layer][i, :, :n, :n].float(), atol=atol, rtol=0)
+                for i, (item, n) in enumerate(zip(items, (6, 4), strict=True))
+                for layer in range(len(eager))
+            )
+    except Exception:  # any failure of the capture path means: stay eager
+        log.warning("%s: attention capture failed, using eager attention", type(model).__name__, exc_info=True)
+        ok = False
+    if not ok:
+        model.set_attn_implementation("eager")
+    return ok
 
 
 def _kind(config: Any) -> Kind:
@@ -128,5 +194,6 @@ def engine_of(name: str, model: Any, tokenizer: Any, *, description: str | None 
         can_predict=_can_predict(config),
         source=source,
         model=model,
-        uses_token_types="token_type_ids" in tokenizer.model_input_names,
+        uses_token_types=(types := "token_type_ids" in tokenizer.model_input_names),
+        capture=enable_capture(model, types),
     )

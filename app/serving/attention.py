@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import APIError
 from ..models import tokentext
-from ..models.engine import Encoded, Engine, TooLong
+from ..models.capture import Captured
+from ..models.engine import Attention, Encoded, Engine, TooLong
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
 from .encoding import CompactWeights, Weights, dumps
@@ -26,7 +27,7 @@ class AttentionResult:
     enc: Encoded
     layers: list[int]
     heads: list[int]
-    attention: torch.Tensor  # (len(layers), len(heads), T, T) float32
+    attention: Attention  # all layers and heads: (L, H, T, T) float32, or captured and computed when selected
 
 
 def _indices(asked: list[int] | None, count: int, what: str) -> list[int]:
@@ -93,12 +94,18 @@ def encode(engine: Engine, req: AttentionRequest) -> Encoded:
         ) from None
 
 
-def select(attn: torch.Tensor, layers: list[int], heads: list[int]) -> torch.Tensor:
-    """(L, H, T, T) -> (len(layers), len(heads), T, T), a no-copy view when everything is asked for."""
-    if layers != list(range(attn.shape[0])):
-        attn = attn[layers]
-    if heads != list(range(attn.shape[1])):
-        attn = attn[:, heads]
+def select(attn: Attention, layers: list[int], heads: list[int]) -> torch.Tensor:
+    """(L, H, T, T) -> (len(layers), len(heads), T, T), a no-copy view when everything is asked for.
+
+    A captured state computes only the asked layers and heads.
+    """
+    if isinstance(attn, Captured):
+        attn = attn.select(layers, heads)  # (l, h, T, T)
+    else:
+        if layers != list(range(attn.shape[0])):
+            attn = attn[layers]
+        if heads != list(range(attn.shape[1])):
+            attn = attn[:, heads]
     # A NaN or inf anywhere makes the sum non-finite: one reduction instead of a full isfinite pass.
     if not math.isfinite(float(attn.sum())):
         raise APIError(422, "non_finite_attention", "The model produced NaN or infinite weights for this input.")
@@ -118,7 +125,7 @@ def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionRes
     """The same as ``compute`` for callers without an event loop (CLI, reports)."""
     engine, layers, heads = prepare(registry, req)
     enc = encode(engine, req)
-    attn = engine.forward([enc])[0]  # (L, H, T, T)
+    attn = engine.run([enc])[0]  # (L, H, T, T) or captured
     return AttentionResult(engine, enc, layers, heads, attn)
 
 

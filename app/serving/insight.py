@@ -69,14 +69,16 @@ def stats_payload(result: AttentionResult) -> dict[str, Any]:
 def aggregates(result: AttentionResult, methods: Sequence[str]) -> dict[str, torch.Tensor]:
     """``{method: (len(layers), T, T)}`` over the result's heads, for ``mean``, ``max`` and ``rollout``."""
     out: dict[str, torch.Tensor] = {}
-    all_layers = list(range(result.attention.shape[0]))
-    per_head = service.select(result.attention, all_layers, result.heads)  # (L, h, T, T) every layer
+    # Rollout at layer l needs layers 0..l; mean and max only the asked ones (a capture computes no more).
+    upto = list(range(max(result.layers) + 1)) if "rollout" in methods else result.layers
+    per_head = service.select(result.attention, upto, result.heads)  # (len(upto), h, T, T)
+    rows = [upto.index(layer) for layer in result.layers]
     if "mean" in methods:
-        out["mean"] = analysis.mean_over_heads(per_head)[result.layers]  # (l, T, T)
+        out["mean"] = analysis.mean_over_heads(per_head)[rows]  # (l, T, T)
     if "max" in methods:
-        out["max"] = analysis.max_over_heads(per_head)[result.layers]  # (l, T, T)
+        out["max"] = analysis.max_over_heads(per_head)[rows]  # (l, T, T)
     if "rollout" in methods:
-        out["rollout"] = analysis.rollout(per_head)[result.layers]  # (l, T, T), product over layers 0..l
+        out["rollout"] = analysis.rollout(per_head)[rows]  # (l, T, T), product over layers 0..l
     return out
 
 

@@ -16,11 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import torch
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import APIError
-from ..models.engine import Encoded, Engine
+from ..models.engine import Attention, Encoded, Engine
 from ..settings import Settings
 
 log = logging.getLogger("headmap")
@@ -31,7 +30,7 @@ T = TypeVar("T")
 @dataclass
 class _Job:
     enc: Encoded
-    future: asyncio.Future[torch.Tensor] = field(repr=False)
+    future: asyncio.Future[Attention] = field(repr=False)
 
 
 @dataclass
@@ -66,8 +65,8 @@ class Scheduler:
         s = self.settings
         return s.max_queue + s.max_concurrency * s.max_batch_size
 
-    async def run(self, engine: Engine, enc: Encoded) -> torch.Tensor:
-        """Attention of one input, (L, H, T, T). 503 when the queue is full, 504 past the time limit."""
+    async def run(self, engine: Engine, enc: Encoded) -> Attention:
+        """Attention of one input, (L, H, T, T) or captured. 503 when the queue is full, 504 past the time limit."""
         self._admit()
         job = _Job(enc, asyncio.get_running_loop().create_future())
         lane = self._lane_for(engine)
@@ -183,7 +182,7 @@ class Scheduler:
     async def _run_batch(self, engine: Engine, batch: list[_Job]) -> None:
         async with self._running:
             try:
-                results = await run_in_threadpool(engine.forward, [job.enc for job in batch])
+                results = await run_in_threadpool(engine.run, [job.enc for job in batch])
             except Exception as exc:  # surfaces as each waiter's error, never kills the worker
                 log.exception("forward pass of %s failed", engine.name)
                 for job in batch:

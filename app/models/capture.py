@@ -1,0 +1,421 @@
+"""Attention captured without materialising it.
+
+A capture function registered with transformers' ``AttentionInterface`` (and the matching entry of
+``AttentionMaskInterface``) runs each layer's normal SDPA path and keeps what the layer was given: its
+post-RoPE queries and keys, its mask, its scaling and, where the model has one, its logit soft-cap.
+The weights of any (layer, head) are then ``softmax(softcap(q·kᵀ·scaling) + mask)``, computed when asked,
+for any range of queries × keys, so a request holds O(layers × tokens × head size), not
+O(layers × heads × tokens²). With grouped-query attention, query head ``h`` pairs with key/value head
+``h // (Hq / Hkv)``, as transformers' ``repeat_kv`` does.
+
+Masks stay descriptions where transformers built them through the mask interface (a mask function plus
+the padding row, evaluated per tile); a mask a model made itself is kept as given. Sliding windows and
+padding arrive through the mask; a causal layer that SDPA ran with ``is_causal`` (no mask) is causal.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+#: The name under which the capture is registered in both interfaces (``config._attn_implementation``).
+CAPTURE = "headmap_capture"
+
+#: Keys per chunk when a row's normaliser is computed for a tile narrower than all keys.
+_KEY_CHUNK = 1024
+
+
+# -- masks --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Which keys each query of one item may see, evaluated per tile.
+
+    ``kind``: ``"full"`` (every key), ``"causal"`` (keys ≤ query), ``"function"`` (a transformers mask
+    function of ``(batch, head, q, kv)`` indices, padding already folded in, evaluated at ``batch``), or
+    ``"dense"`` (a tensor the model built itself: bool, or float to add to the scores).
+    """
+
+    kind: str
+    function: Callable[..., torch.Tensor] | None = None
+    batch: int = 0
+    q_offset: int = 0
+    kv_offset: int = 0
+    dense: torch.Tensor | None = None  # [Hm, Tq, Tk] with Hm 1 or heads
+
+    def tile(self, q0: int, q1: int, k0: int, k1: int, heads: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Mask of queries ``q0:q1`` × keys ``k0:k1``: None (no masking), bool [1|h, q, k] or float [1|h, q, k]."""
+        if self.kind == "full":
+            return None
+        if self.kind == "causal":
+            if k1 - 1 <= q0:  # every key of the tile precedes every query
+                return None
+            qi = torch.arange(q0, q1)[:, None]  # [q, 1]
+            ki = torch.arange(k0, k1)[None, :]  # [1, k]
+            return (ki <= qi).unsqueeze(0)  # [1, q, k]
+        if self.kind == "function":
+            assert self.function is not None
+            b = torch.tensor([self.batch])[:, None, None, None]  # [1, 1, 1, 1]
+            h = torch.zeros(1, dtype=torch.long)[None, :, None, None]  # [1, 1, 1, 1]
+            qi = (torch.arange(q0, q1) + self.q_offset)[None, None, :, None]  # [1, 1, q, 1]
+            ki = (torch.arange(k0, k1) + self.kv_offset)[None, None, None, :]  # [1, 1, 1, k]
+            return self.function(b, h, qi, ki).expand(1, 1, q1 - q0, k1 - k0)[0]  # [1, q, k]
+        assert self.dense is not None
+        m = self.dense[:, q0:q1, k0:k1]  # [Hm, q, k]
+        if heads is not None and m.shape[0] > 1:
+            m = m[heads]  # [h, q, k]
+        return m
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.dense is None else _storage_bytes(self.dense)
+
+
+def _apply_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """In place: masked-out scores become -inf (bool mask) or the float mask is added. scores [h, q, k]."""
+    if mask is None:
+        return scores
+    if mask.dtype == torch.bool:
+        return scores.masked_fill_(~mask, -math.inf)
+    return scores.add_(mask.to(scores.dtype))
+
+
+def _storage_bytes(t: torch.Tensor) -> int:
+    return int(t.untyped_storage().nbytes())
+
+
+# -- one item's captured state ------------------------------------------------------------------------
+
+
+@dataclass
+class LayerCapture:
+    """What one attention layer was given for one item."""
+
+    q: torch.Tensor  # [Hq, Tq, d] post-RoPE queries
+    k: torch.Tensor  # [Hkv, Tk, d] post-RoPE keys
+    mask: Mask
+    scaling: float
+    softcap: float | None = None
+    sliding_window: int | None = None
+    bias: torch.Tensor | None = None  # [1|Hq, Tq, Tk] additive position bias (T5-style), if the layer had one
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.q.shape[0])
+
+    @property
+    def num_kv_heads(self) -> int:
+        return int(self.k.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        extra = 0 if self.bias is None else _storage_bytes(self.bias)
+        return _storage_bytes(self.q) + _storage_bytes(self.k) + self.mask.nbytes + extra
+
+    def scores(self, heads: torch.Tensor, q0: int, q1: int, k0: int, k1: int) -> torch.Tensor:
+        """Masked logits of ``heads`` for queries ``q0:q1`` × keys ``k0:k1``: [h, q, k] float32."""
+        group = self.num_heads // self.num_kv_heads
+        q = self.q[heads, q0:q1].float() * self.scaling  # [h, q, d] scaled here: a q×d pass, not a q×k one
+        k = self.k[heads // group, k0:k1].float()  # [h, k, d] each query head's key/value head
+        s = torch.matmul(q, k.transpose(1, 2))  # [h, q, k]
+        if self.softcap is not None:  # Gemma 2: tanh soft-capping before the mask, as its eager path does
+            s = s.div_(self.softcap).tanh_().mul_(self.softcap)
+        if self.bias is not None:
+            b = self.bias[:, q0:q1, k0:k1]  # [1|Hq, q, k]
+            s = s.add_(b[heads] if b.shape[0] > 1 else b)
+        return _apply_mask(s, self.mask.tile(q0, q1, k0, k1, heads))
+
+
+@dataclass
+class Captured:
+    """One item's attention as captured: per layer q [Hq, T, d], k [Hkv, T, d], mask, scaling, soft-cap.
+
+    ``weights`` computes any (layer, heads, query range, key range) on demand without computing more
+    than the asked queries × all keys; ``select`` gives the dense [layers, heads, T, T] the API encodes.
+    """
+
+    layers: list[LayerCapture]
+    _head_index: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def num_heads(self) -> int:
+        return self.layers[0].num_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.layers[0].num_kv_heads
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.layers[0].q.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The shape the dense attention would have: (L, H, T, T)."""
+        t = self.num_tokens
+        return (self.num_layers, self.num_heads, t, int(self.layers[0].k.shape[1]) if self.layers else t)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (each storage counted once)."""
+        seen: set[int] = set()
+        total = 0
+        for lc in self.layers:
+            for t in (lc.q, lc.k, lc.mask.dense, lc.bias):
+                if t is not None and (ptr := t.untyped_storage().data_ptr()) not in seen:
+                    seen.add(ptr)
+                    total += _storage_bytes(t)
+        return total
+
+    def weights(
+        self,
+        layer: int,
+        heads: list[int] | None = None,
+        q_range: tuple[int, int] | None = None,
+        k_range: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """Attention weights of ``layer`` for ``heads`` (all if None): [h, q, k] float32.
+
+        Rows are normalised over all keys even when ``k_range`` is a part of them; then the row
+        normaliser is accumulated over key chunks, so no more than queries × chunk is held at once.
+        """
+        lc = self.layers[layer]
+        idx = torch.arange(lc.num_heads) if heads is None else torch.tensor(heads, dtype=torch.long)
+        q0, q1 = q_range if q_range is not None else (0, int(lc.q.shape[1]))
+        tk = int(lc.k.shape[1])
+        k0, k1 = k_range if k_range is not None else (0, tk)
+        if (k0, k1) == (0, tk):
+            return torch.softmax(lc.scores(idx, q0, q1, 0, tk), dim=-1)  # [h, q, T]
+        lse = torch.full((len(idx), q1 - q0, 1), -math.inf)  # [h, q, 1] log of each row's normaliser
+        for c0 in range(0, tk, _KEY_CHUNK):
+            s = lc.scores(idx, q0, q1, c0, min(c0 + _KEY_CHUNK, tk))  # [h, q, chunk]
+            lse = torch.logaddexp(lse, torch.logsumexp(s, dim=-1, keepdim=True))
+        return torch.exp(lc.scores(idx, q0, q1, k0, k1).sub_(lse))  # [h, q, k]
+
+    def select(self, layers: list[int], heads: list[int]) -> torch.Tensor:
+        """Dense weights of ``layers`` × ``heads``: [len(layers), len(heads), T, T] float32; computes only those."""
+        t_q, t_k = self.shape[2], self.shape[3]
+        out = torch.empty((len(layers), len(heads), t_q, t_k), dtype=torch.float32)  # [l, h, T, T]
+        all_heads = heads == list(range(self.num_heads))
+        for i, layer in enumerate(layers):
+            out[i] = self.weights(layer, None if all_heads else heads)  # [h, T, T]
+        return out
+
+
+# -- recording during a forward pass ------------------------------------------------------------------
+
+
+@dataclass
+class _Raw:
+    """One attention call of a batched forward, as given (batch dimension first)."""
+
+    module: Any
+    q: torch.Tensor  # [B, Hq, Tq, d]
+    k: torch.Tensor  # [B, Hkv, Tk, d]
+    mask: torch.Tensor | None  # [B, 1|H, Tq, Tk] bool or float, or None
+    causal: bool  # meaningful when mask is None: SDPA ran with is_causal
+    scaling: float
+    softcap: float | None
+    sliding_window: int | None
+    bias: torch.Tensor | None  # [B|1, H, Tq, Tk]
+
+
+@dataclass
+class _MaskMade:
+    """A mask built through the mask interface: the tensor handed to the model and how it was made."""
+
+    tensor: torch.Tensor
+    function: Callable[..., torch.Tensor]
+    q_offset: int
+    kv_offset: int
+
+
+@dataclass
+class Recorder:
+    """Collects the attention calls of one forward pass (see ``recording``)."""
+
+    calls: list[_Raw] = field(default_factory=list)
+    masks: dict[int, _MaskMade] = field(default_factory=dict)  # id(mask tensor) -> how it was made
+
+    def split(self, lengths: list[int]) -> list[Captured]:
+        """Per item (right-padded to the batch's longest), the capture cut to its own ``lengths[i]`` tokens."""
+        items: list[list[LayerCapture]] = [[] for _ in lengths]
+        for raw in self.calls:
+            made = self.masks.get(id(raw.mask)) if raw.mask is not None else None
+            for i, n in enumerate(lengths):
+                items[i].append(
+                    LayerCapture(
+                        q=_own(raw.q[i, :, :n]),  # [Hq, n, d]
+                        k=_own(raw.k[i, :, :n]),  # [Hkv, n, d]
+                        mask=_item_mask(raw, made, i, n),
+                        scaling=raw.scaling,
+                        softcap=raw.softcap,
+                        sliding_window=raw.sliding_window,
+                        bias=_item_bias(raw.bias, i, n),
+                    )
+                )
+        return [Captured(layers) for layers in items]
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """A tensor that holds only its own elements (no view into the whole batch or a fused q/k/v), contiguous."""
+    if t.is_contiguous() and _storage_bytes(t) == t.nbytes:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def _item_bias(bias: torch.Tensor | None, i: int, n: int) -> torch.Tensor | None:
+    if bias is None:
+        return None
+    return _own(bias[i if bias.shape[0] > 1 else 0, :, :n, :n])  # [1|Hq, n, n]
+
+
+def _item_mask(raw: _Raw, made: _MaskMade | None, i: int, n: int) -> Mask:
+    if raw.mask is None:
+        return Mask("causal" if raw.causal else "full")
+    if made is not None:
+        return Mask("function", function=made.function, batch=i, q_offset=made.q_offset, kv_offset=made.kv_offset)
+    m = raw.mask[i if raw.mask.shape[0] > 1 else 0, :, :n, :n]  # [Hm, n, n]
+    return Mask("dense", dense=_own(m))
+
+
+_RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("headmap_recorder", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[Recorder]:
+    """Within this block, every attention call of a model set to ``CAPTURE`` is recorded (this thread only)."""
+    register()
+    rec = Recorder()
+    token = _RECORDER.set(rec)
+    try:
+        yield rec
+    finally:
+        _RECORDER.reset(token)
+
+
+# -- the functions registered with transformers --------------------------------------------------------
+
+
+def capture_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """An ``AttentionInterface`` function: records the call, then runs transformers' SDPA path.
+
+    query [B, Hq, Tq, d], key/value [B, Hkv, Tk, d]; returns the output [B, Tq, Hq, d] and no weights.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
+    rec = _RECORDER.get()
+    if rec is not None:
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        rec.calls.append(
+            _Raw(
+                module=module,
+                q=query.detach(),
+                k=key.detach(),
+                mask=attention_mask,
+                causal=bool(causal) and query.shape[2] > 1,
+                scaling=scale,
+                softcap=softcap,
+                sliding_window=sliding_window,
+                bias=kwargs.get("position_bias"),
+            )
+        )
+    if softcap is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    return _softcapped_attention(query, key, value, attention_mask, scale, softcap, is_causal, module), None
+
+
+def _softcapped_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    softcap: float,
+    is_causal: bool | None,
+    module: torch.nn.Module,
+) -> torch.Tensor:
+    """SDPA cannot soft-cap: one layer computed the eager way (transient [B, Hq, Tq, Tk]). Returns [B, Tq, Hq, d]."""
+    group = query.shape[1] // key.shape[1]
+    k = key.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d]
+    v = value.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d]
+    s = torch.matmul(query, k.transpose(2, 3)) * scaling  # [B, Hq, Tq, Tk]
+    s = torch.tanh(s / softcap) * softcap
+    if mask is None:
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        if causal and query.shape[2] > 1:
+            tq, tk = query.shape[2], key.shape[2]
+            mask = torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)  # [Tq, Tk]
+    if mask is not None:
+        s = s.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else s + mask
+    w = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, Hq, Tq, Tk]
+    return torch.matmul(w, v).transpose(1, 2).contiguous()  # [B, Tq, Hq, d]
+
+
+def capture_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """An ``AttentionMaskInterface`` function: transformers' SDPA mask, remembering how it was made.
+
+    The mask is built exactly as for ``sdpa`` (None when SDPA can use ``is_causal`` or no mask is needed);
+    when one is built, its mask function with the padding folded in is kept, so a capture holds the
+    function rather than the [B, 1, Tq, Tk] tensor.
+    """
+    from transformers.masking_utils import and_masks, padding_mask_function, prepare_padding_mask, sdpa_mask
+
+    mask = sdpa_mask(*args, **kwargs)
+    rec = _RECORDER.get()
+    if rec is None or mask is None or args or kwargs.get("use_vmap", False):
+        return mask  # positional calls and vmap-only mask functions: the layer keeps the tensor itself
+    from transformers.masking_utils import causal_mask_function
+
+    function: Callable[..., torch.Tensor] = kwargs.get("mask_function") or causal_mask_function  # type: ignore[assignment]
+    kv_length, kv_offset = int(kwargs["kv_length"]), int(kwargs.get("kv_offset", 0))
+    padding = prepare_padding_mask(kwargs.get("attention_mask"), kv_length, kv_offset)
+    if padding is not None:
+        function = and_masks(function, padding_mask_function(padding))
+    q_offset = kwargs.get("q_offset", 0)
+    if not isinstance(q_offset, int):
+        return mask
+    rec.masks[id(mask)] = _MaskMade(mask, function, q_offset, kv_offset)
+    return mask
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register ``CAPTURE`` with transformers' ``AttentionInterface`` and ``AttentionMaskInterface`` (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(CAPTURE, capture_attention)
+    AttentionMaskInterface.register(CAPTURE, capture_mask)
+    _registered = True

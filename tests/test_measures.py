@@ -123,9 +123,7 @@ def authors_flow(attn: np.ndarray) -> np.ndarray:
     for i in range(1, layers + 1):
         for k_f in range(t):
             for v in range(t):
-                out[i - 1, k_f, v] = nx.maximum_flow_value(
-                    g, i * t + k_f, v, flow_func=nx.algorithms.flow.edmonds_karp
-                )
+                out[i - 1, k_f, v] = nx.maximum_flow_value(g, i * t + k_f, v, flow_func=nx.algorithms.flow.edmonds_karp)
             out[i - 1, k_f] /= out[i - 1, k_f].sum()
     return out
 
@@ -210,7 +208,10 @@ def test_similarity_is_jensen_shannon_and_mds(client: TestClient, minilm: dict[s
     assert sim["heads"] == [[0, 1], [0, 2], [0, 5], [3, 1], [3, 2], [3, 5]]
     a = minilm["attn"][[0, 3]][:, [1, 2, 5]].reshape(6, *minilm["attn"].shape[-2:])  # (6, T, T)
     expected = np.array(
-        [[np.mean([jensenshannon(a[i, q], a[j, q], base=2) for q in range(a.shape[1])]) for j in range(6)] for i in range(6)]
+        [
+            [np.mean([jensenshannon(a[i, q], a[j, q], base=2) for q in range(a.shape[1])]) for j in range(6)]
+            for i in range(6)
+        ]
     )
     np.testing.assert_allclose(np.array(sim["distance"]), expected, atol=1e-4)
     # classical MDS: the embedding's Gram matrix is the best rank-2 approximation of −½ J D² J

@@ -143,11 +143,22 @@ def test_flow_of_a_head_subset_on_short_input(client: TestClient) -> None:
     np.testing.assert_allclose(np.array(data["flow"]), expected, atol=1e-3)  # from 4-decimal weights
 
 
-def test_flow_past_the_bound_is_413(client: TestClient) -> None:
-    r = client.post("/api/aggregate", json={"text": "word " * 40, "methods": ["flow"]})
+@pytest.mark.parametrize(
+    ("path", "body", "words", "error", "bound"),
+    [
+        ("/api/aggregate", {"methods": ["flow"]}, 23, "too_many_tokens_for_flow", 24),  # 25 tokens
+        ("/api/aggregate", {"methods": ["mean", "alti_rollout"]}, 127, "too_many_tokens_for_alti", 128),
+        ("/api/stats", {"similarity": True}, 127, "too_many_tokens_for_similarity", 128),
+    ],
+)
+def test_past_the_length_bound_is_413(
+    client: TestClient, path: str, body: dict[str, Any], words: int, error: str, bound: int
+) -> None:
+    r = client.post(path, json={"text": "word " * words, **body})
     assert r.status_code == 413
-    assert r.json()["error"] == "too_many_tokens_for_flow"
-    assert "at most 24" in r.json()["detail"]
+    assert r.json()["error"] == error
+    assert f"at most {bound}" in r.json()["detail"]
+    assert client.post(path, json={"text": "word " * (words - 1), **body}).status_code == 200  # at the bound
 
 
 # -- ALTI ------------------------------------------------------------------------------------------

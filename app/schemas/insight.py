@@ -114,7 +114,9 @@ class StatsRequest(InsightRequest):
     )
 
     similarity: bool = Field(
-        False, description="Also return the Jensen–Shannon distances between the heads and their 2-D MDS map."
+        False,
+        description="Also return the Jensen–Shannon distances between the heads and their 2-D MDS map (413 "
+        "`too_many_tokens_for_similarity` past `HEADMAP_SIMILARITY_MAX_TOKENS`).",
     )
 
 
@@ -187,7 +189,8 @@ class AggregateRequest(InsightRequest):
         min_length=1,
         description="Aggregates to compute; the others come back null. `flow` answers 413 "
         "`too_many_tokens_for_flow` past `HEADMAP_FLOW_MAX_TOKENS` tokens; `alti` and `alti_rollout` need a "
-        "BERT-style encoder (422 `measure_unsupported` otherwise).",
+        "BERT-style encoder (422 `measure_unsupported` otherwise) and answer 413 `too_many_tokens_for_alti` past "
+        "`HEADMAP_ALTI_MAX_TOKENS`.",
         examples=[["mean", "rollout"]],
     )
 

@@ -89,15 +89,23 @@ async def attention_norms(registry: ModelRegistry, req: AttentionRequest) -> byt
     return await run_in_threadpool(norms_body, engine, enc, layers, heads, req.encoding)
 
 
-def check_flow_length(engine: Engine, num_tokens: int, max_tokens: int) -> None:
-    """413 ``too_many_tokens_for_flow`` past the flow bound (a setting)."""
+#: measure -> (setting, what it costs, what to use instead), for the 413 past each length bound.
+_BOUNDS = {
+    "flow": ("HEADMAP_FLOW_MAX_TOKENS", "layers × tokens² max-flow runs", "rollout"),
+    "alti": ("HEADMAP_ALTI_MAX_TOKENS", "a vector per layer × tokens²", "norms or rollout"),
+    "similarity": ("HEADMAP_SIMILARITY_MAX_TOKENS", "heads² × tokens² logarithms", "fewer heads or layers"),
+}
+
+
+def check_length(measure: str, num_tokens: int, max_tokens: int) -> None:
+    """413 ``too_many_tokens_for_<measure>`` past the measure's length bound (a setting)."""
     if num_tokens > max_tokens:
+        setting, cost, instead = _BOUNDS[measure]
         raise APIError(
             413,
-            "too_many_tokens_for_flow",
-            f"The input has {num_tokens} tokens; attention flow is computed for at most {max_tokens} "
-            f"(HEADMAP_FLOW_MAX_TOKENS; it costs {engine.num_layers} × tokens² max-flow runs). "
-            "Shorten the text or use rollout.",
+            f"too_many_tokens_for_{measure}",
+            f"The input has {num_tokens} tokens; {measure} is computed for at most {max_tokens} ({setting}; it "
+            f"costs {cost}). Shorten the text or use {instead}.",
         )
 
 

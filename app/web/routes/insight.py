@@ -49,12 +49,14 @@ async def _respond(start: float, build: Callable[..., dict[str, Any]], *args: An
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="Statistics of every layer × head: entropy, distance, max weight, shares to [CLS]/[SEP]/self/neighbours",
 )
-async def stats(req: StatsRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
+async def stats(req: StatsRequest, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep) -> Response:
     """Each statistic as a `[layer][head]` matrix; the definitions are in the response schema.
 
     With `similarity: true`, also the Jensen–Shannon distances between the heads and a 2-D MDS map of them."""
     start = time.perf_counter()
     result = await service.compute(registry, scheduler, req)
+    if req.similarity:
+        measures_service.check_length("similarity", len(result.enc), settings.similarity_max_tokens)
     return await _respond(start, insight_service.stats_payload, result, req.similarity)
 
 
@@ -74,7 +76,9 @@ async def aggregate(
         measures_service.require_internals(engine, "alti")
     result = await service.compute(registry, scheduler, req)
     if "flow" in req.methods:
-        measures_service.check_flow_length(result.engine, len(result.enc), settings.flow_max_tokens)
+        measures_service.check_length("flow", len(result.enc), settings.flow_max_tokens)
+    if "alti" in req.methods or "alti_rollout" in req.methods:
+        measures_service.check_length("alti", len(result.enc), settings.alti_max_tokens)
     return await _respond(start, insight_service.aggregate_payload, result, req.methods)
 
 

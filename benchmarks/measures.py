@@ -6,7 +6,9 @@
 "Forward" is the engine's own forward pass (``output_attentions``) on one input; every other column is
 the route's ``Server-Timing`` (tokenizing, the extra forward pass with hooks where one is needed, the
 math and writing the JSON), the median of ``--repeat`` runs, in-process through Starlette's test client.
-Attention flow runs only up to ``HEADMAP_FLOW_MAX_TOKENS`` (413 above), so it has its own lengths.
+Attention flow runs only up to ``HEADMAP_FLOW_MAX_TOKENS`` (413 above), so it has its own lengths;
+ALTI and head similarity are skipped past their bounds (``HEADMAP_ALTI_MAX_TOKENS``,
+``HEADMAP_SIMILARITY_MAX_TOKENS``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> None:
     lengths = [int(n) for n in args.tokens.split(",") if n]
     flow_lengths = [int(n) for n in args.flow_tokens.split(",") if n]
     settings = Settings(builtin_models="minilm", flow_max_tokens=max([2, *flow_lengths]))
+    bounds = {"alti": settings.alti_max_tokens, "stats+similarity": settings.similarity_max_tokens}
     with TestClient(create_app(settings)) as client:
         while client.get("/readyz").status_code != 200:
             time.sleep(0.2)
@@ -76,7 +79,10 @@ def main() -> None:
         for n in lengths:
             fwd = median_ms(lambda n=n: forward_ms(n), args.repeat)
             cells = []
-            for path, extra in MEASURES.values():
+            for name, (path, extra) in MEASURES.items():
+                if n > bounds.get(name, n):
+                    cells.append(f"413 (> {bounds[name]})")
+                    continue
                 body = {"text": text_of(n), **extra}
                 if path == "/api/heads":
                     body["random_length"] = min(20, (n - 2) // 2)

@@ -22,6 +22,7 @@ from .web.routes import (
     api,
     health,
     insight,
+    measures,
     pages,
 )
 from .web.static_files import CachedStaticFiles
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(insight.router)
+    app.include_router(measures.router)
     app.include_router(pages.router)
     app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -30,6 +30,11 @@ MODEL_DEPENDENT = {
     (422, "head_out_of_range"),
     (422, "pair_unsupported"),  # `text_pair` for a model that takes one segment
     (422, "not_custom"),  # /api/explain with a model of another kind
+    (422, "measure_unsupported"),  # norms / ALTI for a model whose internals are not read (the custom block)
+    (422, "random_length_out_of_range"),  # /api/heads: twice the random sequence is over this model's limit
+    (413, "too_many_tokens_for_flow"),  # the measures' length bounds (settings), below the model's own limit
+    (413, "too_many_tokens_for_alti"),
+    (413, "too_many_tokens_for_similarity"),
 }
 
 

@@ -65,6 +65,16 @@ class AttentionRequest(BaseModel):
             "(weight = byte / 255, error <= 0.002), about 1.33 bytes per weight."
         ),
     )
+    measure: Literal["weights", "norms"] = Field(
+        "weights",
+        description=(
+            "`weights`: the attention weights α. `norms` (Kobayashi et al. 2020): `attention` holds per head "
+            "‖α^h_ij · f_h(x_j)‖ with f_h(x) = (x W_V^h + b_V^h) W_O^h, the length of the vector each head moves "
+            "from key j to query i, and `layer_norms` holds ‖Σ_h α^h_ij f_h(x_j)‖ per layer. Norms are not "
+            "bounded by 1; with `compact`, `attention_compact.scale` is max/255. Only for BERT-style encoders "
+            "(422 `measure_unsupported` otherwise)."
+        ),
+    )
 
 
 class CompactTensor(BaseModel):
@@ -74,7 +84,10 @@ class CompactTensor(BaseModel):
     shape: list[int] = Field(
         description="Dimensions, row-major: [layers, heads, query, key].", examples=[[6, 12, 8, 8]]
     )
-    scale: float = Field(description="Multiply each byte by this to get the weight (1/255).", examples=[1 / 255])
+    scale: float = Field(
+        description="Multiply each byte by this to get the value (1/255 for weights; max/255 for norms).",
+        examples=[1 / 255],
+    )
     data: str = Field(description="Base64 (RFC 4648, with padding) of the bytes.")
 
 
@@ -105,6 +118,12 @@ class AttentionResponse(BaseModel):
         None, description="The same weights, quantised, with `encoding=compact`; null otherwise."
     )
     truncated: bool = Field(description="True if the input was cut to `max_tokens`.")
+    measure: Literal["weights", "norms"] = Field("weights", description="What `attention` holds (see the request).")
+    layer_norms: list[list[list[float]]] | None = Field(
+        None,
+        description="With `measure: norms`: `layer_norms[layer][query][key]` = ‖Σ_h α^h_ij f_h(x_j)‖ over all heads "
+        "of the layer, rounded to 4 decimals; null otherwise.",
+    )
 
 
 class ModelInfo(BaseModel):

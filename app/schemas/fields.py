@@ -10,9 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ..errors import APIError
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer; strict models would refuse it, so it becomes 3 (3.5 stays refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: An integer as JSON Schema means it: 3 and 3.0, never "3" or true.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 #: At least one character that is not whitespace (a JSON Schema pattern matches anywhere in the string).
 NON_BLANK = r"\S"
@@ -41,7 +49,7 @@ Truncate = Annotated[
     Field(description="Cut the input to the model's `max_tokens` instead of answering 413.", examples=[False]),
 ]
 #: Non-empty list of indices (the upper bound depends on the model, so the service checks it).
-IndexList = Annotated[list[int], Field(min_length=1)]
+IndexList = Annotated[list[JsonInt], Field(min_length=1)]
 Layers = Annotated[
     IndexList | None,
     Field(description="Layer indices to return (0-based), at least one; all when null.", examples=[[0, 5]]),

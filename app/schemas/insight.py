@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..attention.definitions import ROLLOUT, STATISTIC
+from ..attention.definitions import MEASURES, ROLLOUT, STATISTIC
 from ..models.engine import Kind
 from .attention import (
     EXAMPLE_TEXT,
@@ -43,6 +43,7 @@ class InsightRequest(AttentionRequest):
     encoding: Literal["json"] = Field(
         "json", description="Always `json` here: numbers are floats rounded to 4 decimals."
     )
+    measure: Literal["weights"] = Field("weights", description="Always `weights` here.")
 
 
 class TokenInfo(BaseModel):
@@ -81,6 +82,48 @@ class HeadStatistics(BaseModel):
     to_next: Matrix | None = Field(description=STATISTIC["to_next"].text(), examples=[[[0.05, 0.02]]])
 
 
+class StatsRequest(InsightRequest):
+    """The attention request, plus whether to add the head similarity."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"text": EXAMPLE_TEXT, "model": "minilm", "similarity": True}]},
+    )
+
+    similarity: bool = Field(
+        False,
+        description="Also return the Jensen–Shannon distances between the heads and their 2-D MDS map (413 "
+        "`too_many_tokens_for_similarity` past `HEADMAP_SIMILARITY_MAX_TOKENS`).",
+    )
+
+
+class MeasureDefinition(BaseModel):
+    """A measure's name, formula and reference (the help text)."""
+
+    title: str = Field(examples=["Head similarity"])
+    formula: str
+    reference: str
+
+
+class HeadSimilarity(BaseModel):
+    """How alike the requested heads attend on this input (Clark et al. 2019)."""
+
+    heads: list[list[int]] = Field(
+        description="`[layer, head]` of each row/column of `distance` and each point of `embedding`, layer-major.",
+        examples=[[[0, 0], [0, 1]]],
+    )
+    distance: Matrix = Field(
+        description="`distance[a][b]`: mean over query rows of the Jensen–Shannon distance (base 2, 0..1) between "
+        "head a's and head b's attention rows; symmetric, zero diagonal."
+    )
+    embedding: Matrix = Field(
+        description="`embedding[a] = [x, y]`: classical MDS of `distance` in 2-D (heads close together attend alike).",
+        examples=[[[0.12, -0.03], [0.4, 0.2]]],
+    )
+    definition: MeasureDefinition
+
+
 class StatsResponse(TokenInfo):
     """Statistics of every requested layer × head."""
 
@@ -97,11 +140,17 @@ class StatsResponse(TokenInfo):
         examples=[[11]],
     )
     stats: HeadStatistics = Field(description="Each statistic as a `[layer][head]` matrix, rounded to 4 decimals.")
+    similarity: HeadSimilarity | None = Field(None, description="With `similarity: true`; null otherwise.")
 
 
 # -- aggregates ------------------------------------------------------------------------------------
 
-AggregateName = Literal["mean", "max", "rollout"]
+AggregateName = Literal["mean", "max", "rollout", "flow", "alti", "alti_rollout"]
+
+
+def _measure_text(name: str) -> str:
+    m = MEASURES[name]
+    return f"{m['title']}: {m['formula']} Reference: {m['reference']}"
 
 
 class AggregateRequest(InsightRequest):
@@ -116,7 +165,10 @@ class AggregateRequest(InsightRequest):
     methods: list[AggregateName] = Field(
         default=["mean", "max", "rollout"],
         min_length=1,
-        description="Aggregates to compute; the others come back null.",
+        description="Aggregates to compute; the others come back null. `flow` answers 413 "
+        "`too_many_tokens_for_flow` past `HEADMAP_FLOW_MAX_TOKENS` tokens; `alti` and `alti_rollout` need a "
+        "BERT-style encoder (422 `measure_unsupported` otherwise) and answer 413 `too_many_tokens_for_alti` past "
+        "`HEADMAP_ALTI_MAX_TOKENS`.",
         examples=[["mean", "rollout"]],
     )
 
@@ -135,6 +187,19 @@ class AggregateResponse(TokenInfo):
     )
     rollout: list[Matrix] | None = Field(
         description=f"`rollout[layer][query][key]`. {ROLLOUT_FORMULA} Null unless asked."
+    )
+    flow: list[Matrix] | None = Field(
+        None,
+        description=f"`flow[layer][query][key]`, over the requested `heads`. {_measure_text('flow')} "
+        "Null unless asked.",
+    )
+    alti: list[Matrix] | None = Field(
+        None,
+        description=f"`alti[layer][query][key]`. {_measure_text('alti')} Null unless asked.",
+    )
+    alti_rollout: list[Matrix] | None = Field(
+        None,
+        description=f"`alti_rollout[layer][query][key]`. {_measure_text('alti_rollout')} Null unless asked.",
     )
 
 

@@ -15,7 +15,7 @@ from ..models.capture import Captured
 from ..models.engine import Attention, Encoded, Engine, TooLong
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
-from .encoding import CompactWeights, Weights, dumps
+from .encoding import CompactWeights, Weights, dumps, round_for_json
 from .scheduler import Scheduler
 
 
@@ -154,6 +154,19 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
         "attention_compact": CompactWeights(attn) if encoding == "compact" else None,
         "truncated": enc.truncated,
     }
+
+
+def norms_payload(result: AttentionResult, heads_norms: torch.Tensor, layer_norms: torch.Tensor,
+                  encoding: str = "json") -> dict[str, Any]:  # fmt: skip
+    """The ``AttentionResponse`` dict with ``measure: norms``. heads_norms: (L, H, T, T); layer_norms: (L, T, T)."""
+    out = payload(result, encoding)
+    norms = select(heads_norms, result.layers, result.heads)  # (l, h, T, T)
+    top = max(float(norms.max()), 1e-12) if norms.numel() else 1.0
+    out["attention"] = round_for_json(norms) if encoding == "json" else None
+    out["attention_compact"] = CompactWeights(norms, top) if encoding == "compact" else None
+    out["measure"] = "norms"
+    out["layer_norms"] = round_for_json(layer_norms[result.layers])
+    return out
 
 
 def render(result: AttentionResult, encoding: str = "json") -> bytes | memoryview:

@@ -50,9 +50,10 @@ class CompactWeights:
     """``compact_tensor(attn)`` as JSON bytes for ``dumps``: the base64 text is copied into the response
     buffer as bytes, never decoded to a str and re-scanned by orjson (25 MB at 512 tokens)."""
 
-    def __init__(self, attn: torch.Tensor) -> None:
-        levels = quantise(attn)
-        self.fields = {"dtype": "uint8", "shape": list(levels.shape), "scale": 1.0 / COMPACT_LEVELS}
+    def __init__(self, attn: torch.Tensor, top: float = 1.0) -> None:
+        """``top``: the value byte 255 stands for (1 for weights; the maximum for unbounded values like norms)."""
+        levels = quantise(attn if top == 1.0 else attn / top)
+        self.fields = {"dtype": "uint8", "shape": list(levels.shape), "scale": top / COMPACT_LEVELS}
         self.data = binascii.b2a_base64(levels.data, newline=False)
         self._head = orjson.dumps({**self.fields, "data": ""})[:-2]  # ends with "data":" (closing quote cut)
 

@@ -20,6 +20,7 @@ from ..errors import APIError
 from ..models.custom import CustomEngine
 from ..models.engine import Encoded, Engine
 from . import attention as service
+from . import measures
 from .attention import AttentionResult
 from .encoding import round_for_json
 
@@ -48,8 +49,8 @@ def cls_sep_positions(engine: Engine, enc: Encoded) -> tuple[list[int], list[int
 # -- statistics ------------------------------------------------------------------------------------
 
 
-def stats_payload(result: AttentionResult) -> dict[str, Any]:
-    """The ``StatsResponse`` dict for the result's layers and heads."""
+def stats_payload(result: AttentionResult, similarity: bool = False) -> dict[str, Any]:
+    """The ``StatsResponse`` dict for the result's layers and heads (and their similarity, if asked)."""
     attn = service.select(result.attention, result.layers, result.heads)  # (l, h, T, T)
     cls, sep = cls_sep_positions(result.engine, result.enc)
     stats = analysis.head_stats(attn, cls, sep)  # each (l, h)
@@ -60,6 +61,7 @@ def stats_payload(result: AttentionResult) -> dict[str, Any]:
         "cls_positions": cls,
         "sep_positions": sep,
         "stats": {name: None if value is None else round_for_json(value) for name, value in vars(stats).items()},
+        "similarity": measures.similarity_payload(attn, result.layers, result.heads) if similarity else None,
     }
 
 
@@ -67,10 +69,11 @@ def stats_payload(result: AttentionResult) -> dict[str, Any]:
 
 
 def aggregates(result: AttentionResult, methods: Sequence[str]) -> dict[str, torch.Tensor]:
-    """``{method: (len(layers), T, T)}`` over the result's heads, for ``mean``, ``max`` and ``rollout``."""
+    """``{method: (len(layers), T, T)}`` over the result's heads, for ``mean``, ``max``, ``rollout``, ``flow``;
+    ``alti`` and ``alti_rollout`` always decompose the whole block (all heads)."""
     out: dict[str, torch.Tensor] = {}
-    # Rollout at layer l needs layers 0..l; mean and max only the asked ones (a capture computes no more).
-    upto = list(range(max(result.layers) + 1)) if "rollout" in methods else result.layers
+    # Rollout and flow at layer l need layers 0..l; mean and max only the asked ones (a capture computes no more).
+    upto = list(range(max(result.layers) + 1)) if {"rollout", "flow"} & set(methods) else result.layers
     per_head = service.select(result.attention, upto, result.heads)  # (len(upto), h, T, T)
     rows = [upto.index(layer) for layer in result.layers]
     if "mean" in methods:
@@ -79,7 +82,15 @@ def aggregates(result: AttentionResult, methods: Sequence[str]) -> dict[str, tor
         out["max"] = analysis.max_over_heads(per_head)[rows]  # (l, T, T)
     if "rollout" in methods:
         out["rollout"] = analysis.rollout(per_head)[rows]  # (l, T, T), product over layers 0..l
+    if "flow" in methods:
+        out["flow"] = measures.flow(per_head)[rows]  # (l, T, T), through layers 0..l
+    if "alti" in methods or "alti_rollout" in methods:
+        per_layer, rolled = measures.alti(result.engine, result.enc)  # each (L, T, T), always all heads
+        out["alti"], out["alti_rollout"] = per_layer[result.layers], rolled[result.layers]  # all layers computed
     return out
+
+
+AGGREGATES = ("mean", "max", "rollout", "flow", "alti", "alti_rollout")
 
 
 def aggregate_payload(result: AttentionResult, methods: Sequence[str]) -> dict[str, Any]:
@@ -89,7 +100,7 @@ def aggregate_payload(result: AttentionResult, methods: Sequence[str]) -> dict[s
         **tokens_info(result.engine, result.enc),
         "layers": result.layers,
         "heads": result.heads,
-        **{m: round_for_json(agg[m]) if m in agg else None for m in ("mean", "max", "rollout")},
+        **{m: round_for_json(agg[m]) if m in methods else None for m in AGGREGATES},
     }
 
 

@@ -17,6 +17,7 @@ from ...schemas.attention import (
     ModelList,
 )
 from ...serving import attention as service
+from ...serving import measures as measures_service
 from ..deps import RegistryDep, SchedulerDep
 from ..errors import error_responses
 from ..i18n import LangDep
@@ -32,8 +33,12 @@ router = APIRouter(prefix="/api", tags=["attention"])
     summary="Attention weights of every layer and head for a text",
 )
 async def attention(req: AttentionRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
-    """Tokenize `text` (and `text_pair`), run the model, return `attention[layer][head][query][key]`."""
+    """Tokenize `text` (and `text_pair`), run the model, return `attention[layer][head][query][key]`.
+
+    With `measure: norms`, the norm-based measure instead (Kobayashi et al. 2020) and `layer_norms`."""
     start = time.perf_counter()
+    if req.measure == "norms":
+        return timed_json(await measures_service.attention_norms(registry, req), start)
     result = await service.compute(registry, scheduler, req)
     body = await run_in_threadpool(service.render, result, req.encoding)
     del result  # the weights (75 MB at 512 tokens) are in the body now; free them before sending

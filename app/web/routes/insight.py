@@ -22,15 +22,16 @@ from ...schemas.insight import (
     CompareResponse,
     ExplainRequest,
     ExplainResponse,
-    InsightRequest,
+    StatsRequest,
     StatsResponse,
 )
 from ...serving import attention as service
 from ...serving import insight as insight_service
+from ...serving import measures as measures_service
 from ...serving.attention import AttentionResult
 from ...serving.encoding import dumps
 from ...serving.scheduler import Scheduler
-from ..deps import RegistryDep, SchedulerDep
+from ..deps import RegistryDep, SchedulerDep, SettingsDep
 from ..errors import error_responses
 from ..i18n import LangDep
 from ..responses import timed_json
@@ -49,23 +50,36 @@ async def _respond(start: float, build: Callable[..., dict[str, Any]], *args: An
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="Statistics of every layer × head: entropy, distance, max weight, shares to [CLS]/[SEP]/self/neighbours",
 )
-async def stats(req: InsightRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
-    """Each statistic as a `[layer][head]` matrix; the definitions are in the response schema."""
+async def stats(req: StatsRequest, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep) -> Response:
+    """Each statistic as a `[layer][head]` matrix; the definitions are in the response schema.
+
+    With `similarity: true`, also the Jensen–Shannon distances between the heads and a 2-D MDS map of them."""
     start = time.perf_counter()
     result = await service.compute(registry, scheduler, req)
-    return await _respond(start, insight_service.stats_payload, result)
+    if req.similarity:
+        measures_service.check_length("similarity", len(result.enc), settings.similarity_max_tokens)
+    return await _respond(start, insight_service.stats_payload, result, req.similarity)
 
 
 @router.post(
     "/aggregate",
     response_model=AggregateResponse,
     responses=error_responses(400, 404, 413, 422, 503, 504),
-    summary="Mean and max over heads, and attention rollout, per layer",
+    summary="Mean and max over heads, attention rollout and flow, and ALTI contributions, per layer",
 )
-async def aggregate(req: AggregateRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
-    """T×T matrices per layer combining the requested `heads`; rollout's formula is in the response schema."""
+async def aggregate(
+    req: AggregateRequest, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep
+) -> Response:
+    """T×T matrices per layer combining the requested `heads`; each formula is in the response schema."""
     start = time.perf_counter()
+    if "alti" in req.methods or "alti_rollout" in req.methods:
+        engine, _, _ = service.prepare(registry, req)  # empty text, unknown model, ranges: before the 422 below
+        measures_service.require_internals(engine, "alti")
     result = await service.compute(registry, scheduler, req)
+    if "flow" in req.methods:
+        measures_service.check_length("flow", len(result.enc), settings.flow_max_tokens)
+    if "alti" in req.methods or "alti_rollout" in req.methods:
+        measures_service.check_length("alti", len(result.enc), settings.alti_max_tokens)
     return await _respond(start, insight_service.aggregate_payload, result, req.methods)
 
 

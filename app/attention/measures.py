@@ -1,0 +1,151 @@
+"""Measures beyond raw attention weights: vector norms, attention flow and ALTI. Pure tensor math, no I/O.
+
+The formulas and references are in ``definitions.MEASURES``. Shapes: L layers, H heads, T tokens,
+D hidden size. ``fx[l, h, j]`` is f_h(x_j) = (x_j W_V^h + b_V^h) W_O^h of layer l, a D-vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: Capacities of the flow graph are scaled to integers by this factor (SciPy's max flow takes integers).
+FLOW_SCALE = 1 << 22
+
+
+def head_norms(attn: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
+    """‖α^h_ij f_h(x_j)‖ = α^h_ij ‖f_h(x_j)‖ (α ≥ 0). attn: (L, H, T, T); fx: (L, H, T, D) -> (L, H, T, T)."""
+    if attn.shape[:3] != fx.shape[:3]:
+        raise ValueError(f"attn {tuple(attn.shape)} and fx {tuple(fx.shape)} do not match")
+    out: torch.Tensor = attn * fx.norm(dim=-1).unsqueeze(-2)  # (L, H, T, T) * (L, H, 1, T)
+    return out
+
+
+def layer_norms(attn: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
+    """‖Σ_h α^h_ij f_h(x_j)‖ per layer. attn: (L, H, T, T); fx: (L, H, T, D) -> (L, T, T).
+
+    Through each key's Gram matrix of its H head vectors, G_j = f(x_j) f(x_j)ᵀ (H × H), so no (T, T, D)
+    tensor is ever built: ‖Σ_h α_h f_h‖² = Σ_{h,g} α_h G_j[h, g] α_g.
+    """
+    if attn.shape[:3] != fx.shape[:3]:
+        raise ValueError(f"attn {tuple(attn.shape)} and fx {tuple(fx.shape)} do not match")
+    out = torch.empty((attn.shape[0], attn.shape[2], attn.shape[3]), dtype=torch.float32)  # (L, T, T)
+    for layer in range(attn.shape[0]):
+        a = attn[layer].double()  # (H, T, T)
+        f = fx[layer].double()  # (H, T, D)
+        gram = torch.einsum("hjd,gjd->jhg", f, f)  # (T, H, H)
+        mixed = torch.einsum("hij,jhg->gij", a, gram)  # (H, T, T)
+        out[layer] = (mixed * a).sum(0).clamp_(min=0).sqrt().float()  # (T, T)
+    return out
+
+
+def rollout_matrices(attn: torch.Tensor) -> np.ndarray:
+    """(L, H, T, T) -> (L, T, T) float64: the rollout's Â_l (``definitions.ROLLOUT``), rows renormalised."""
+    t = attn.shape[-1]
+    a_hat = 0.5 * attn.double().mean(dim=1) + 0.5 * torch.eye(t, dtype=torch.float64)  # (L, T, T)
+    return (a_hat / a_hat.sum(dim=-1, keepdim=True)).numpy()
+
+
+def flow(attn: torch.Tensor) -> torch.Tensor:
+    """Attention flow (Abnar & Zuidema 2020) after every layer. attn: (L, H, T, T) of all layers -> (L, T, T).
+
+    Node ``l * T + i`` is token i after layer l (layer 0 = the input); the edge from node (l+1, i) down
+    to (l, j) has capacity Â_l[i, j]. ``flow[l, i, j]`` is the maximum flow from (l+1, i) to (0, j),
+    each row divided by its sum, as ``compute_flows`` in the authors' code. Cost: L·T² max-flow runs.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_flow
+
+    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
+        raise ValueError(f"attn must have shape (L, H, T, T), got {tuple(attn.shape)}")
+    layers, t = attn.shape[0], attn.shape[-1]
+    caps = np.rint(rollout_matrices(attn) * FLOW_SCALE).astype(np.int32)  # (L, T, T)
+    out = np.zeros((layers, t, t), dtype=np.float64)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    src, dst = np.meshgrid(np.arange(t), np.arange(t), indexing="ij")  # (T, T) each
+    out[0] = caps[0]  # after layer 0 the only path from (1, i) to (0, j) is the edge itself
+    for layer in range(layers):
+        # Edges of layer `layer`: (layer+1, i) -> (layer, j). The graph holds layers 0..layer+1 only.
+        rows.append(((layer + 1) * t + src).ravel())
+        cols.append((layer * t + dst).ravel())
+        vals.append(caps[layer].ravel())
+        if layer == 0:
+            continue
+        n = (layer + 2) * t
+        graph = csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+        graph.eliminate_zeros()  # a zero-capacity edge is no edge
+        for i in range(t):
+            source = (layer + 1) * t + i
+            for j in range(t):
+                out[layer, i, j] = maximum_flow(graph, source, j).flow_value
+    out /= np.maximum(out.sum(axis=-1, keepdims=True), 1)
+    return torch.from_numpy(out).float()
+
+
+@dataclass
+class BlockInputs:
+    """What ALTI needs of one post-LayerNorm attention block (BERT-style), for one input.
+
+    x: (T, D) the layer's input; fx: (H, T, D) f_h(x_j) (value incl. bias, times the head's W_O rows);
+    attn: (H, T, T); gamma: (D,) LayerNorm weight; sigma: (T,) the LayerNorm's √(var + eps) of each
+    token's pre-norm vector; output: (T, D) the LayerNorm's output y.
+    """
+
+    x: torch.Tensor
+    fx: torch.Tensor
+    attn: torch.Tensor
+    gamma: torch.Tensor
+    sigma: torch.Tensor
+    output: torch.Tensor
+
+
+#: Query rows done at once in ``alti_layer``: bounds the (rows, T, D) temporary.
+_ALTI_CHUNK_ELEMENTS = 1 << 23
+
+
+def alti_layer(block: BlockInputs) -> torch.Tensor:
+    """ALTI contributions of one layer (Ferrando et al. 2022) -> (T, T), rows summing to 1.
+
+    T_i(x_j) = γ ⊙ (z_ij − mean z_ij) / σ_i with z_ij = Σ_h α^h_ij f_h(x_j) + [i = j] x_i;
+    c_ij = max(0, ‖y_i‖₁ − ‖y_i − T_i(x_j)‖₁), rows divided by their sums.
+    """
+    # float32 inside the (T, T, D) loop (half the memory traffic); sums of the L1 norms in float64.
+    fx, attn = block.fx.float(), block.attn.float()  # (H, T, D), (H, T, T)
+    _, t, d = fx.shape
+    gamma = block.gamma.float()  # (D,)
+
+    def centred(v: torch.Tensor) -> torch.Tensor:  # LayerNorm's linear part without the 1/σ
+        return (v - v.mean(dim=-1, keepdim=True)) * gamma
+
+    fx_c = centred(fx)  # (H, T, D): centring and γ are linear, so apply them to each f_h(x_j) once
+    x_c = centred(block.x.float())  # (T, D)
+    y = block.output.float()  # (T, D)
+    sigma = block.sigma.float()  # (T,)
+    y_l1 = y.double().abs().sum(-1)  # (T,)
+    out = torch.empty((t, t), dtype=torch.float64)
+    chunk = max(1, _ALTI_CHUNK_ELEMENTS // max(1, t * d))
+    for start in range(0, t, chunk):
+        rows = slice(start, min(t, start + chunk))
+        z = torch.einsum("hij,hjd->ijd", attn[:, rows], fx_c)  # (r, T, D)
+        idx = torch.arange(rows.start, rows.stop)
+        z[idx - start, idx] += x_c[rows]  # the residual: token i's own vector goes to j = i
+        z /= sigma[rows, None, None]
+        dist = (y[rows, None, :] - z).abs().sum(-1, dtype=torch.float64)  # (r, T) ‖y_i − T_i(x_j)‖₁
+        out[rows] = (y_l1[rows, None] - dist).clamp(min=0)
+    out /= out.sum(-1, keepdim=True).clamp(min=1e-30)
+    return out.float()
+
+
+def contribution_rollout(contrib: torch.Tensor) -> torch.Tensor:
+    """(L, T, T) per-layer contributions -> (L, T, T): R_0 = C_0, R_l = C_l · R_{l−1}."""
+    out = torch.empty_like(contrib, dtype=torch.float32)
+    acc = contrib[0].double()  # (T, T)
+    out[0] = acc.float()
+    for layer in range(1, contrib.shape[0]):
+        acc = contrib[layer].double() @ acc
+        out[layer] = acc.float()
+    return out

@@ -131,8 +131,11 @@ def _corpus(args: argparse.Namespace) -> int:
         print(f"headmap corpus: {getattr(exc, 'filename', None) or args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(f"{summary['texts']} texts, {summary['tokens']['total']} tokens -> {args.out}/summary.json, "
-              f"{summary['table']}, report.html", file=sys.stderr)  # fmt: skip
+        print(
+            f"{summary['texts']} texts, {summary['tokens']['total']} tokens -> {args.out}/summary.json, "
+            f"{summary['table']}, report.html",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -177,23 +180,45 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("input", help="a .txt (one text per line), .jsonl, .csv or .parquet file, or - for stdin")
     cor.add_argument("--out", required=True, help="output folder (created; reused to resume)")
     cor.add_argument("--model", default=None, help="model name (default: minilm)")
-    cor.add_argument("--format", choices=["txt", "jsonl", "csv", "parquet"], default=None,
-                     help="input format (default: from the suffix; txt for stdin)")  # fmt: skip
+    cor.add_argument(
+        "--format",
+        choices=["txt", "jsonl", "csv", "parquet"],
+        default=None,
+        help="input format (default: from the suffix; txt for stdin)",
+    )
     cor.add_argument("--field", default="text", help="JSON lines: the field holding the text (default: text)")
     cor.add_argument("--column", default=None, help="CSV/Parquet: the column holding the text (default: text)")
     cor.add_argument("--limit", type=_positive, default=None, help="use only the first N texts")
-    cor.add_argument("--max-tokens", type=_positive, default=None,
-                     help="truncate texts to N tokens (default: a longer text than the model takes is an error)")  # fmt: skip
-    cor.add_argument("--batch-tokens", type=_positive, default=4096,
-                     help="padded tokens per forward pass, batch size x longest text (default: 4096)")  # fmt: skip
+    cor.add_argument(
+        "--max-tokens",
+        type=_positive,
+        default=None,
+        help="truncate texts to N tokens (default: a longer text than the model takes is an error)",
+    )
+    cor.add_argument(
+        "--batch-tokens",
+        type=_positive,
+        default=4096,
+        help="padded tokens per forward pass, batch size x longest text (default: 4096)",
+    )
     cor.add_argument("--shard-size", type=_positive, default=256, help="texts per resumable shard (default: 256)")
     cor.add_argument("--bins", type=_positive, default=20, help="histogram bins per head (default: 20)")
     cor.add_argument("--no-similarity", action="store_true", help="skip the head-to-head JS distances")
-    cor.add_argument("--workers", type=_positive, default=1,
-                     help="processes on this machine, each loading the model once and taking its share of CPUs")  # fmt: skip
-    cor.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                     help="run on Ray (pip install 'headmap[ray]'): a running cluster's ADDRESS (auto, "
-                     "ray://host:10001), or none to use RAY_ADDRESS or start a local one")  # fmt: skip
+    cor.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes on this machine, each loading the model once and taking its share of CPUs",
+    )
+    cor.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray (pip install 'headmap[ray]'): a running cluster's ADDRESS (auto, "
+        "ray://host:10001), or none to use RAY_ADDRESS or start a local one",
+    )
     cor.add_argument("--ray-actors", type=_positive, default=None, help="Ray actors (default: one per CPU)")
     cor.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     cor.set_defaults(func=_corpus)

@@ -20,6 +20,7 @@ from .web.errors import install_error_handlers
 from .web.middleware import install_middleware
 from .web.routes import (
     api,
+    corpus,
     health,
     insight,
     pages,
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(insight.router)
+    app.include_router(corpus.router)
     app.include_router(pages.router)
     app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -101,9 +101,9 @@ def batch_js_distance(w: torch.Tensor, lengths: torch.Tensor, chunk_bytes: int =
     ``chunk_bytes`` of temporaries.
     """
     _check(w, lengths)
-    l, b, h, t, _ = w.shape
-    p = w.permute(1, 0, 2, 3, 4).reshape(b, l * h, t, t)  # (B, LH, T, T)
-    lh = l * h
+    layers, b, h, t, _ = w.shape
+    lh = layers * h
+    p = w.permute(1, 0, 2, 3, 4).reshape(b, lh, t, t)  # (B, LH, T, T)
     real = token_mask(lengths, t)  # (B, T)
     own = torch.special.entr(p).sum(-1)  # (B, LH, T) entropy of each row
     out = torch.zeros((b, lh, lh), dtype=torch.float64)

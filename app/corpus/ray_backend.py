@@ -8,6 +8,7 @@ in, so progress, resuming and the exact merge are the same as on one machine.
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -49,11 +50,12 @@ def ray_backend(
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address or None, include_dashboard=False,
-                 logging_level="warning", log_to_driver=False)  # fmt: skip
+                 logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip
     try:
         if not pending:
             return
-        cpus = max(1.0, float(ray.available_resources().get("CPU", 1.0)))
+        resources: dict[str, float] = ray.available_resources()  # type: ignore[no-untyped-call]
+        cpus = max(1.0, float(resources.get("CPU", 1.0)))
         size = actors or max(1, int(cpus))
         threads = max(1, int(cpus // size))
         ctx = ray.data.DataContext.get_current()

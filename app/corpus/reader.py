@@ -45,7 +45,7 @@ def detect_format(name: str, given: str | None) -> Format:
     if given:
         if given not in FORMATS:
             raise CorpusInputError(f"{name}: unknown format {given!r}; use one of {', '.join(FORMATS)}")
-        return given  # type: ignore[return-value]
+        return given  # type: ignore[return-value,unused-ignore]
     if name == "-":
         return "txt"
     suffix = Path(name).suffix.lower()
@@ -140,9 +140,7 @@ def _parquet(name: str, raw: bytes, column: str | None) -> Iterator[Text]:
             yield Text(number, value)
 
 
-def parse(
-    name: str, raw: bytes, fmt: Format, field: str = "text", column: str | None = None
-) -> Iterator[Text]:
+def parse(name: str, raw: bytes, fmt: Format, field: str = "text", column: str | None = None) -> Iterator[Text]:
     """The texts of ``raw`` (the file's bytes), skipping blank ones. ``name`` labels messages."""
     if fmt == "parquet":
         yield from _parquet(name, raw, column)

@@ -113,9 +113,7 @@ def _worker_run(job: tuple[ShardSpec, Options]) -> ShardResult:
     return run_shard(_worker_engine, *job)
 
 
-def pool_backend(
-    model: str | None, pending: list[ShardSpec], options: Options, workers: int
-) -> Iterator[ShardResult]:
+def pool_backend(model: str | None, pending: list[ShardSpec], options: Options, workers: int) -> Iterator[ShardResult]:
     """``workers`` spawned processes, each loading the model once and using its share of the CPUs."""
     from ..serving.threads import usable_cpus
 
@@ -192,14 +190,18 @@ def accumulator(engine: Engine, options: Options, t_max: int) -> Accumulator:
     return Accumulator(engine.num_layers, engine.num_heads, all_measures(), t_max, options.bins)
 
 
-def run(config: Config, on_progress: Progress | None = None) -> dict[str, Any]:
+def run(config: Config, on_progress: Progress | None = None, engine: Engine | None = None) -> dict[str, Any]:
     """Run (or resume) the corpus and write its folder; returns the summary. Raises ``CorpusInputError``
-    on bad input (before anything is computed) and ``Interrupted`` on Ctrl-C."""
+    on bad input (before anything is computed) and ``Interrupted`` on Ctrl-C.
+
+    ``engine``: an already loaded model to use in this process (default: load ``config.model``); the
+    ``--workers`` processes and Ray actors always load ``config.model`` themselves.
+    """
     options = config.options
     source = "<stdin>" if config.input == "-" else config.input
     texts = read_corpus(config.input, config.format, config.field, config.column, config.limit)
     started = time.perf_counter()
-    engine = load_engine(config.model)
+    engine = engine or load_engine(config.model)
     lengths = token_lengths(engine, texts, options, source)
     t_max = max(lengths)
     specs = plan(texts, options.shard_size, source)

@@ -33,7 +33,8 @@ def atomic(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open ``path.tmp-<pid>`` for writing; on success fsync and rename it to ``path``, else remove it."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+        handle: IO[Any]
+        with open(tmp, mode) if "b" in mode else open(tmp, mode, encoding="utf-8", newline="") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -184,7 +185,10 @@ class TableWriter:
             n = len(result)
             for i in range(n):
                 self._writer.writerow(
-                    ["" if isinstance(v, float) and np.isnan(v) else v for v in (_cell(cols[c][i]) for c in self.columns)]
+                    [
+                        "" if isinstance(v, float) and np.isnan(v) else v
+                        for v in (_cell(cols[c][i]) for c in self.columns)
+                    ]
                 )
             return
         import pyarrow as pa

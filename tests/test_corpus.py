@@ -73,13 +73,13 @@ def test_batched_stats_mask_padding_like_cutting() -> None:
     """Garbage in padded rows and keys must not reach any statistic (NumPy on each cut text as reference)."""
     gen = torch.Generator().manual_seed(0)
     lengths = [5, 1, 3, 7]
-    l, h, t = 2, 3, max(lengths)
-    attn = torch.rand((l, len(lengths), h, t, t), generator=gen)  # (L, B, H, T, T) garbage everywhere
+    layers, h, t = 2, 3, max(lengths)
+    attn = torch.rand((layers, len(lengths), h, t, t), generator=gen)  # (L, B, H, T, T) garbage everywhere
     cls = torch.zeros((len(lengths), t), dtype=torch.bool)
     sep = torch.zeros((len(lengths), t), dtype=torch.bool)
     cuts = []
     for b, n in enumerate(lengths):
-        real = torch.rand((l, h, n, n), generator=gen)
+        real = torch.rand((layers, h, n, n), generator=gen)
         real = real / real.sum(-1, keepdim=True)  # rows of a real text sum to 1 over its own keys
         attn[:, b, :, :n, :n] = real
         cuts.append(real.numpy())
@@ -99,17 +99,17 @@ def test_js_distance_matches_scipy() -> None:
 
     gen = torch.Generator().manual_seed(1)
     lengths = [4, 2, 6]
-    l, h, t = 2, 2, 6
-    attn = torch.rand((l, 3, h, t, t), generator=gen)
+    layers, h, t = 2, 2, 6
+    attn = torch.rand((layers, 3, h, t, t), generator=gen)
     for b, n in enumerate(lengths):
-        real = torch.rand((l, h, n, n), generator=gen) ** 4  # peaked rows, some weights ~0
+        real = torch.rand((layers, h, n, n), generator=gen) ** 4  # peaked rows, some weights ~0
         attn[:, b, :, :n, :n] = real / real.sum(-1, keepdim=True)
     lens = torch.tensor(lengths)
     got = batch_js_distance(masked_weights(attn, lens), lens, chunk_bytes=1)  # chunk of one head at a time
     for b, n in enumerate(lengths):
-        heads = attn[:, b, :, :n, :n].reshape(l * h, n, n).double().numpy()
-        for i in range(l * h):
-            for j in range(l * h):
+        heads = attn[:, b, :, :n, :n].reshape(layers * h, n, n).double().numpy()
+        for i in range(layers * h):
+            for j in range(layers * h):
                 want = jensenshannon(heads[i], heads[j], axis=1, base=2).mean()
                 assert got[b, i, j].item() == pytest.approx(want, abs=1e-7), (b, i, j)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -279,5 +278,6 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
         return None
     from tqdm import tqdm
 
+    # disable=None: drawn on a terminal only, so logs and pipes get no carriage-return noise
     return tqdm(total=total, initial=initial, unit="text", desc="corpus", dynamic_ncols=True, smoothing=0.1,
-                disable=None if os.environ.get("HEADMAP_PROGRESS") != "1" else False)  # fmt: skip
+                disable=None)  # fmt: skip

@@ -54,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.scheduler.close()
+            corpus_jobs = getattr(app.state, "corpus_jobs", None)  # created by the first POST /api/corpus
+            if corpus_jobs is not None:
+                corpus_jobs.cancel_all()  # a running job stops at its next shard
             if loading is not None and not loading.done():
                 await asyncio.gather(loading, return_exceptions=True)
 

@@ -79,12 +79,15 @@ async def submit(req: CorpusRequest, request: Request, registry: RegistryDep, se
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
-        "description": "The file's bytes as the body (not multipart): one text per line, JSON lines, CSV or Parquet.",
+        "description": "The file's bytes as the body (not multipart), read as `format` says whatever the "
+        "Content-Type: one text per line, JSON lines, CSV or Parquet. Any bytes are a valid body; what they hold is "
+        "checked when read (422 `invalid_corpus`, naming the line).",
+        # Empty schemas: any body is a file to read, so there is no ill-typed body to refuse up front.
         "content": {
-            "text/plain": {"schema": {"type": "string"}},
-            "application/x-ndjson": {"schema": {"type": "string"}},
-            "text/csv": {"schema": {"type": "string"}},
-            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+            "text/plain": {"schema": {}},
+            "application/x-ndjson": {"schema": {}},
+            "text/csv": {"schema": {}},
+            "application/vnd.apache.parquet": {"schema": {}},
         },
     }
 }

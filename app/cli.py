@@ -109,6 +109,7 @@ def _corpus(args: argparse.Namespace) -> int:
             shard_size=args.shard_size,
             bins=args.bins,
             similarity=not args.no_similarity,
+            similarity_texts=args.similarity_texts or None,
         ),
         workers=args.workers,
         ray=args.ray,
@@ -204,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("--shard-size", type=_positive, default=256, help="texts per resumable shard (default: 256)")
     cor.add_argument("--bins", type=_positive, default=20, help="histogram bins per head (default: 20)")
     cor.add_argument("--no-similarity", action="store_true", help="skip the head-to-head JS distances")
+    cor.add_argument(
+        "--similarity-texts",
+        type=int,
+        default=1000,
+        help="JS distances over the first N texts only, as they cost ~10x the forward pass (0: all; default 1000)",
+    )
     cor.add_argument(
         "--workers",
         type=_positive,

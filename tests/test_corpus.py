@@ -508,3 +508,12 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path, tiny_env: No
     assert (out / "COMPLETE").exists()
     assert json.loads((out / "summary.json").read_text())["texts"] == len(MANY) * 40
     assert math.isfinite(json.loads((out / "summary.json").read_text())["measures"]["entropy"]["mean"][0][0])
+
+
+def test_similarity_over_the_first_texts_only(tmp_path: Path, tbert: Engine) -> None:
+    capped = Config(input=str(write_lines(tmp_path / "all.txt", MANY)), out=tmp_path / "a", model="tbert",
+                    options=Options(batch_tokens=128, shard_size=4, similarity_texts=6), progress=False)  # fmt: skip
+    few = run(tiny_config(write_lines(tmp_path / "few.txt", MANY[:6]), tmp_path / "b"), engine=tbert)
+    got = run(capped, engine=tbert)
+    assert got["similarity"]["texts"] == 6 and got["texts"] == len(MANY)
+    np.testing.assert_allclose(got["similarity"]["js_distance"], few["similarity"]["js_distance"], atol=1e-6, rtol=0)

@@ -36,6 +36,8 @@ class Options:
     shard_size: int = 256  # texts per shard
     bins: int = 20  # histogram bins per head and measure
     similarity: bool = True  # compute the head-to-head JS distances
+    # ... over the first N texts only (None: all): they cost ~10x the forward pass, and 1000 texts pin them down
+    similarity_texts: int | None = 1000
 
 
 @dataclass
@@ -58,7 +60,8 @@ class ShardResult:
     tokens: np.ndarray  # (n,) int64
     truncated: np.ndarray  # (n,) bool
     values: dict[str, np.ndarray]  # {measure: (n, L, H) float64}, NaN where undefined
-    js_sum: np.ndarray | None  # (LH, LH) float64, sum over the shard's texts
+    js_sum: np.ndarray | None  # (LH, LH) float64, sum over the shard's texts that count for similarity
+    js_texts: int = 0  # how many texts that sum is over
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -155,6 +158,8 @@ def run_shard(engine: Engine, spec: ShardSpec, options: Options) -> ShardResult:
     n, lh = len(encs), engine.num_layers * engine.num_heads
     values = {m.name: np.full((n, engine.num_layers, engine.num_heads), np.nan) for m in all_measures()}
     js_sum = np.zeros((lh, lh)) if options.similarity else None
+    js_texts = 0
+    cap = options.similarity_texts
     for group in batches([len(e) for e in encs], options.batch_tokens):
         batch = [encs[i] for i in group]
         lengths = torch.tensor([len(e) for e in batch])  # (B,)
@@ -170,7 +175,10 @@ def run_shard(engine: Engine, spec: ShardSpec, options: Options) -> ShardResult:
         for name, per_text in measure_batch(view).items():  # each (B, L, H)
             values[name][group] = per_text.numpy()
         if js_sum is not None:
-            js_sum += batch_js_distance(w, lengths).sum(0).numpy()  # (LH, LH)
+            sel = [b for b, i in enumerate(group) if cap is None or spec.start + i < cap]  # first `cap` of the corpus
+            if sel:
+                js_sum += batch_js_distance(w[:, sel], lengths[sel]).sum(0).numpy()  # (LH, LH)
+                js_texts += len(sel)
         del w, view
     return ShardResult(
         index=spec.index,
@@ -180,6 +188,7 @@ def run_shard(engine: Engine, spec: ShardSpec, options: Options) -> ShardResult:
         truncated=np.array([e.truncated for e in encs], dtype=bool),
         values=values,
         js_sum=js_sum,
+        js_texts=js_texts,
     )
 
 
@@ -225,6 +234,7 @@ class Accumulator:
     moments: dict[str, Moments] = field(default_factory=dict)
     hist: dict[str, np.ndarray] = field(default_factory=dict)  # {measure: (L, H, bins) int64}
     js_sum: np.ndarray | None = None
+    js_texts: int = 0
     texts: int = 0
     tokens: int = 0
     truncated: int = 0
@@ -253,6 +263,7 @@ class Accumulator:
             self.hist[m.name] = self.hist.get(m.name, 0) + counts
         if result.js_sum is not None:
             self.js_sum = result.js_sum.copy() if self.js_sum is None else self.js_sum + result.js_sum
+            self.js_texts += result.js_texts
         n = len(result)
         self.min_tokens = int(result.tokens.min()) if not self.texts else min(self.min_tokens, int(result.tokens.min()))
         self.max_tokens = max(self.max_tokens, int(result.tokens.max()))
@@ -283,7 +294,7 @@ class Accumulator:
 
     def js_distance(self) -> np.ndarray | None:
         """(LH, LH) mean over texts of the per-text JS distance between heads, or None if not computed."""
-        return None if self.js_sum is None or not self.texts else self.js_sum / self.texts
+        return None if self.js_sum is None or not self.js_texts else self.js_sum / self.js_texts
 
 
 def _nan_to_none(values: np.ndarray) -> list[Any]:

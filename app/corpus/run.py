@@ -140,6 +140,7 @@ def summarize(engine: Engine, acc: Accumulator, meta: dict[str, Any]) -> dict[st
     if js is not None:
         similarity = {
             "heads": labels,
+            "texts": acc.js_texts,
             "js_distance": js.tolist(),
             "clustering": clustering(js, labels),
             "embedding": mds(js),

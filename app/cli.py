@@ -1,4 +1,5 @@
-"""The ``headmap`` command: ``serve`` the app, print one ``attention`` response, or ``render`` an HTML report."""
+"""The ``headmap`` command: ``serve`` the app, print one ``attention`` response, ``render`` an HTML report,
+or analyse a ``corpus``."""
 
 from __future__ import annotations
 
@@ -155,6 +156,68 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return number
+
+
+def _corpus(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .corpus.compute import Options
+    from .corpus.reader import CorpusInputError
+    from .corpus.run import Config, Interrupted, run
+
+    config = Config(
+        input=args.input,
+        out=Path(args.out),
+        model=args.model,
+        format=args.format,
+        field=args.field,
+        column=args.column,
+        limit=args.limit,
+        options=Options(
+            max_tokens=args.max_tokens,
+            batch_tokens=args.batch_tokens,
+            shard_size=args.shard_size,
+            bins=args.bins,
+            similarity=not args.no_similarity,
+            similarity_texts=args.similarity_texts or None,
+        ),
+        workers=args.workers,
+        ray=args.ray,
+        ray_actors=args.ray_actors,
+        progress=not args.quiet,
+    )
+    try:
+        summary = run(config)
+    except CorpusInputError as exc:
+        print(f"headmap corpus: {exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(
+            f"headmap corpus: interrupted; {exc.shards_done} of {exc.shards} shards are saved in {args.out}. "
+            "Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    except OSError as exc:
+        print(f"headmap corpus: {getattr(exc, 'filename', None) or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(
+            f"{summary['texts']} texts, {summary['tokens']['total']} tokens -> {args.out}/summary.json, "
+            f"{summary['table']}, report.html",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headmap", description="Transformer attention, per layer and head.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +268,64 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--truncate", action="store_true", help="cut to the model's max_tokens instead of failing")
     ren.add_argument("--lang", choices=LANGUAGES, default="en", help="language of the report's text (default: en)")
     ren.set_defaults(func=_render)
+
+    cor = sub.add_parser(
+        "corpus",
+        help="head statistics and head similarity over a corpus (summary.json, per-text table, HTML report)",
+        description="Run every text of INPUT through the model and summarise each head over the corpus. "
+        "Interrupted runs resume from the shards already in --out.",
+    )
+    cor.add_argument("input", help="a .txt (one text per line), .jsonl, .csv or .parquet file, or - for stdin")
+    cor.add_argument("--out", required=True, help="output folder (created; reused to resume)")
+    cor.add_argument("--model", default=None, help="model name (default: minilm)")
+    cor.add_argument(
+        "--format",
+        choices=["txt", "jsonl", "csv", "parquet"],
+        default=None,
+        help="input format (default: from the suffix; txt for stdin)",
+    )
+    cor.add_argument("--field", default="text", help="JSON lines: the field holding the text (default: text)")
+    cor.add_argument("--column", default=None, help="CSV/Parquet: the column holding the text (default: text)")
+    cor.add_argument("--limit", type=_positive, default=None, help="use only the first N texts")
+    cor.add_argument(
+        "--max-tokens",
+        type=_positive,
+        default=None,
+        help="truncate texts to N tokens (default: a longer text than the model takes is an error)",
+    )
+    cor.add_argument(
+        "--batch-tokens",
+        type=_positive,
+        default=4096,
+        help="padded tokens per forward pass, batch size x longest text (default: 4096)",
+    )
+    cor.add_argument("--shard-size", type=_positive, default=256, help="texts per resumable shard (default: 256)")
+    cor.add_argument("--bins", type=_positive, default=20, help="histogram bins per head (default: 20)")
+    cor.add_argument("--no-similarity", action="store_true", help="skip the head-to-head JS distances")
+    cor.add_argument(
+        "--similarity-texts",
+        type=int,
+        default=1000,
+        help="JS distances over the first N texts only, as they cost ~10x the forward pass (0: all; default 1000)",
+    )
+    cor.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes on this machine, each loading the model once and taking its share of CPUs",
+    )
+    cor.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray (pip install 'headmap[ray]'): a running cluster's ADDRESS (auto, "
+        "ray://host:10001), or none to use RAY_ADDRESS or start a local one",
+    )
+    cor.add_argument("--ray-actors", type=_positive, default=None, help="Ray actors (default: one per CPU)")
+    cor.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    cor.set_defaults(func=_corpus)
     return parser
 
 

@@ -20,6 +20,7 @@ from .web.errors import install_error_handlers
 from .web.middleware import install_middleware
 from .web.routes import (
     api,
+    corpus,
     health,
     insight,
     measures,
@@ -54,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.scheduler.close()
+            corpus_jobs = getattr(app.state, "corpus_jobs", None)  # created by the first POST /api/corpus
+            if corpus_jobs is not None:
+                corpus_jobs.cancel_all()  # a running job stops at its next shard
             if loading is not None and not loading.done():
                 await asyncio.gather(loading, return_exceptions=True)
 
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(insight.router)
     app.include_router(measures.router)
+    app.include_router(corpus.router)
     app.include_router(pages.router)
     app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
     return app

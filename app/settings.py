@@ -141,6 +141,20 @@ class Settings(BaseSettings):
         ),
     )
 
+    # -- corpus mode (`POST /api/corpus`; added with issue 17) -------------------------------------------
+    corpus_max_texts: int = Field(1000, ge=1, description="Most texts one `POST /api/corpus` job may hold.")
+    corpus_max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest `POST /api/corpus` body (a texts list or an uploaded file), in bytes; these two "
+        "routes take this limit instead of `max_body_bytes`.",
+    )
+    corpus_batch_tokens: int = Field(
+        4096, ge=64, description="Padded tokens per forward pass of a corpus job (batch size × longest text)."
+    )
+    corpus_jobs_kept: int = Field(8, ge=1, description="Finished corpus jobs whose summaries stay readable.")
+    # -- end of corpus mode settings ------------------------------------------------------------------------
+
     @field_validator("models", "builtin_models", "cors_origins", "trusted_hosts", mode="before")
     @classmethod
     def _strip(cls, value: object) -> object:

@@ -177,5 +177,15 @@ class Engine:
         # Right padding leaves real positions untouched; cut each item back to its own length.
         return [attn[:, i, :, :n, :n] for i, n in enumerate(lengths)]  # each (L, H, T_i, T_i)
 
+    def padded(self, batch: list[Encoded]) -> torch.Tensor:
+        """The whole right-padded batch's attention, padding included: (L, B, H, T_max, T_max), float32.
+
+        For callers that reduce over the batch themselves (corpus statistics); padded keys get weight 0,
+        padded query rows hold whatever the model computes there and must be masked out by the caller."""
+        ids, mask, types = self.pad(batch)  # each (B, T)
+        with torch.inference_mode():
+            attn = self._attention(ids, mask, types)  # (L, B, H, T, T)
+        return attn.float()
+
     def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

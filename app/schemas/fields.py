@@ -14,6 +14,7 @@ from pydantic import BeforeValidator, Field
 
 from ..errors import APIError
 
+
 def _integral(value: Any) -> Any:
     """JSON Schema counts 3.0 as an integer; strict models would refuse it, so it becomes 3 (3.5 stays refused)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value

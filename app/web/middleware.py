@@ -154,14 +154,26 @@ class BodySizeLimit:
     own handler answers 413, and this middleware answers it itself if the exception gets out.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_bytes = max_bytes
+        self.per_path = per_path or {}  # exact paths with their own limit (the corpus upload)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await _Limited(self.app, self.per_path.get(scope["path"], self.default_bytes))(scope, receive, send)
+
+
+class _Limited:
+    """One request under one byte limit (``BodySizeLimit`` picks the limit by path)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
@@ -244,7 +256,8 @@ class CORS(CORSMiddleware):
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
     """Register the middleware above on ``app`` (the last added runs first)."""
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    corpus = {path: settings.corpus_max_bytes for path in ("/api/corpus", "/api/corpus/upload")}
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, per_path=corpus)
     origins = Settings.split(settings.cors_origins)
     if origins:
         app.add_middleware(

@@ -1,0 +1,100 @@
+"""What the corpus mode measures per head and text: the ``/api/stats`` statistics, and whatever is registered.
+
+A *producer* turns one padded batch into ``{measure name: (B, L, H) float64}`` (NaN = undefined for that
+text); each measure it yields is described by a ``Measure`` (its histogram range may depend on the
+longest text of the corpus, known before any forward pass). Head detectors plug in with ``register``:
+
+    register([Measure("prev_token_score", "…", lambda t_max: (0.0, 1.0))], my_producer)
+
+and every run (CLI, workers, Ray, the API) then reports their mean, spread and histogram per head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..attention.batched import STAT_NAMES, batch_head_stats
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One padded batch as producers see it.
+
+    weights: (L, B, H, T, T) float64, zero outside each text's T_b x T_b block (``batched.masked_weights``);
+    lengths: (B,) token counts; cls, sep: (B, T) bool at the [CLS] / [SEP] positions; tokens: each text's
+    token strings; special: each text's special-token flags.
+    """
+
+    weights: torch.Tensor
+    lengths: torch.Tensor
+    cls: torch.Tensor
+    sep: torch.Tensor
+    tokens: list[list[str]]
+    special: list[list[bool]]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One per-head number per text. ``bounds(t_max)`` is the histogram range for a corpus whose longest
+    text has ``t_max`` tokens (fixed before the run, so shards' histograms add up exactly)."""
+
+    name: str
+    description: str
+    bounds: Callable[[int], tuple[float, float]]
+
+
+Producer = Callable[[Batch], dict[str, torch.Tensor]]
+
+
+def _share(_: int) -> tuple[float, float]:
+    return 0.0, 1.0
+
+
+_STATS = (
+    Measure("entropy", "Entropy of each query row in nats, averaged over query rows.",
+            lambda t: (0.0, max(math.log(t), 1e-9))),
+    Measure("distance", "Mean attention distance Σ_k w[q,k]·|q − k| in tokens, averaged over query rows.",
+            lambda t: (0.0, float(max(t - 1, 1)))),
+    Measure("max_weight", "The largest single weight in the head's matrix.", _share),
+    Measure("row_max", "max_k w[q,k] averaged over query rows (confidence).", _share),
+    Measure("to_cls", "Share of attention to [CLS], averaged over query rows.", _share),
+    Measure("to_sep", "Share of attention to [SEP], averaged over query rows.", _share),
+    Measure("to_self", "Share of attention to the query token itself.", _share),
+    Measure("to_previous", "Share of attention to the previous token (rows 1..T−1).", _share),
+    Measure("to_next", "Share of attention to the next token (rows 0..T−2).", _share),
+)  # fmt: skip
+assert tuple(m.name for m in _STATS) == STAT_NAMES
+
+
+def _stats(batch: Batch) -> dict[str, torch.Tensor]:
+    return batch_head_stats(batch.weights, batch.lengths, batch.cls, batch.sep)
+
+
+_REGISTRY: list[tuple[tuple[Measure, ...], Producer]] = [(_STATS, _stats)]
+
+
+def register(measures: Sequence[Measure], producer: Producer) -> None:
+    """Add a producer of ``measures`` (e.g. head detectors) to every corpus run in this process."""
+    taken = {m.name for m in all_measures()}
+    clash = [m.name for m in measures if m.name in taken]
+    if clash:
+        raise ValueError(f"measure names already registered: {clash}")
+    _REGISTRY.append((tuple(measures), producer))
+
+
+def all_measures() -> list[Measure]:
+    return [m for group, _ in _REGISTRY for m in group]
+
+
+def measure_batch(batch: Batch) -> dict[str, torch.Tensor]:
+    """Every registered measure of ``batch``: ``{name: (B, L, H) float64}``."""
+    out: dict[str, torch.Tensor] = {}
+    for group, producer in _REGISTRY:
+        values = producer(batch)
+        for m in group:
+            out[m.name] = values[m.name].double()
+    return out

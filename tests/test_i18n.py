@@ -178,7 +178,7 @@ def test_cli_json_carries_labels_words_and_unknown_share(capsysbinary: pytest.Ca
 def test_chinese_report_draws_in_chromium(tmp_path: Path) -> None:
     """The zh-CN report runs its script without an error, with Chinese labels, options and column names."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    from benchmarks.harness import CHROMIUM, CHROMIUM_ARGS
+    from tests.harness import CHROMIUM, CHROMIUM_ARGS
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")

@@ -22,7 +22,8 @@ from headmap.main import create_app
 from headmap.settings import Settings
 from tests.harness import headmap_serve
 
-#: The only refusals of a schema-valid request, (status, error code): limits that depend on the model it names.
+#: The only refusals of a schema-valid request, (status, error code): limits that depend on the model it names
+#: or on the server's state.
 MODEL_DEPENDENT = {
     (404, "model_not_found"),  # a model name this server does not serve
     (413, "too_many_tokens"),  # more tokens than this model takes
@@ -35,6 +36,14 @@ MODEL_DEPENDENT = {
     (413, "too_many_tokens_for_flow"),  # the measures' length bounds (settings), below the model's own limit
     (413, "too_many_tokens_for_alti"),
     (413, "too_many_tokens_for_similarity"),
+    # corpus jobs: what depends on the server's state, or on a file body the schema cannot look into
+    (404, "job_not_found"),  # a job id this server does not hold (like an unknown model name)
+    (429, "corpus_busy"),  # one corpus job at a time: the generated requests race each other
+    (422, "empty_corpus"),  # every text blank (a list of blanks, or an uploaded file of empty lines)
+    (422, "invalid_max_tokens"),  # a corpus max_tokens over this model's own limit
+    (413, "too_many_texts"),  # more texts than HEADMAP_CORPUS_MAX_TEXTS, a server setting
+    (409, "job_cancelled"),  # the job was stopped (server shutting down)
+    (422, "invalid_corpus"),  # an uploaded file whose lines are not the format named (its content has no schema)
 }
 
 

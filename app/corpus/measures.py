@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..attention.batched import STAT_NAMES, batch_head_stats
+from ..attention.definitions import STATISTICS
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,13 @@ def _share(_: int) -> tuple[float, float]:
     return 0.0, 1.0
 
 
-_STATS = (
-    Measure("entropy", "Entropy of each query row in nats, averaged over query rows.",
-            lambda t: (0.0, max(math.log(t), 1e-9))),
-    Measure("distance", "Mean attention distance Σ_k w[q,k]·|q − k| in tokens, averaged over query rows.",
-            lambda t: (0.0, float(max(t - 1, 1)))),
-    Measure("max_weight", "The largest single weight in the head's matrix.", _share),
-    Measure("row_max", "max_k w[q,k] averaged over query rows (confidence).", _share),
-    Measure("to_cls", "Share of attention to [CLS], averaged over query rows.", _share),
-    Measure("to_sep", "Share of attention to [SEP], averaged over query rows.", _share),
-    Measure("to_self", "Share of attention to the query token itself.", _share),
-    Measure("to_previous", "Share of attention to the previous token (rows 1..T−1).", _share),
-    Measure("to_next", "Share of attention to the next token (rows 0..T−2).", _share),
-)  # fmt: skip
+#: Histogram range of each statistic for T tokens (shares and weights lie in [0, 1]).
+_BOUNDS: dict[str, Callable[[int], tuple[float, float]]] = {
+    "entropy": lambda t: (0.0, max(math.log(t), 1e-9)),
+    "distance": lambda t: (0.0, float(max(t - 1, 1))),
+}
+# The definitions are the page's and the API's (attention/definitions.py), never restated here.
+_STATS = tuple(Measure(s.id, s.text(markdown=False), _BOUNDS.get(s.id, _share)) for s in STATISTICS)
 assert tuple(m.name for m in _STATS) == STAT_NAMES
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from .attention import EXAMPLE_TEXT
+from .fields import JsonInt, ModelName, integral
 
 Matrix = list[list[float]]
 NullableMatrix = list[list[float | None]]
@@ -17,13 +18,12 @@ class CorpusOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    max_tokens: int | None = Field(
+    max_tokens: Annotated[Annotated[int, Field(ge=2)], BeforeValidator(integral)] | None = Field(
         None,
-        ge=2,
         description="Truncate every text to this many tokens. Null: a text over the model's limit is "
         "refused (413) with its number.",
     )
-    bins: int = Field(20, ge=2, le=200, description="Histogram bins per head and measure.")
+    bins: JsonInt = Field(20, ge=2, le=200, description="Histogram bins per head and measure.")
     similarity: bool = Field(True, description="Compute the head-to-head Jensen–Shannon distances and clustering.")
 
 
@@ -37,7 +37,7 @@ class CorpusRequest(CorpusOptions):
     )
 
     texts: list[str] = Field(min_length=1, description="The texts, one analysis each; blank ones are skipped.")
-    model: str | None = Field(None, description="Model name from `GET /api/models`; default `minilm`.")
+    model: ModelName = None
 
 
 class JobError(BaseModel):

@@ -15,13 +15,13 @@ from pydantic import BeforeValidator, Field
 from ..errors import APIError
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """JSON Schema counts 3.0 as an integer; strict models would refuse it, so it becomes 3 (3.5 stays refused)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 #: An integer as JSON Schema means it: 3 and 3.0, never "3" or true.
-JsonInt = Annotated[int, BeforeValidator(_integral)]
+JsonInt = Annotated[int, BeforeValidator(integral)]
 
 #: At least one character that is not whitespace (a JSON Schema pattern matches anywhere in the string).
 NON_BLANK = r"\S"

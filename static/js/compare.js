@@ -11,6 +11,9 @@ import { absMax, MatrixPlot, tokenGroups } from "./matrixplot.js";
 
 const signed = (v) => `${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}`;
 
+/** What token i of one side reads as (its label, else its own string). */
+const rowsLabel = (side, i) => side.labels?.[i] ?? side.tokens[i];
+
 export class CompareView {
   /**
    * @param {import("./tooltip.js").Tooltip} tooltip
@@ -179,8 +182,8 @@ export class CompareView {
     const A = resp.a.attention[0][0]; // T_a x T_a
     const B = resp.b.attention[0][0]; // T_b x T_b
     const D = resp.aligned ? resp.diff[0][0] : null; // T x T, A − B
-    const rowsA = tokenGroups(resp.a.tokens, resp.a.special);
-    const rowsB = tokenGroups(resp.b.tokens, resp.b.special);
+    const rowsA = tokenGroups(resp.a.tokens, resp.a.special, resp.a.labels);
+    const rowsB = tokenGroups(resp.b.tokens, resp.b.special, resp.b.labels);
     const zmax = range === "one" ? 1 : Math.max(absMax(A), absMax(B));
     const half = Math.floor((this.panel.clientWidth - 24) / 2);
     const width = Math.max(300, Math.min(560, half));
@@ -192,11 +195,11 @@ export class CompareView {
       zmax,
       colorscale: plotlyScale(scale),
       title: `${name} · ${side_.model} · ${what}`,
-      colorbar: "weight",
+      colorbar: t("heatmap.colorbar"),
       width,
       square: true,
       hover: (q, k, v) => {
-        const lines = [`${rows[q].label} → ${rows[k].label}: ${v.toFixed(3)}`, `${name} · query ${q} · key ${k}`];
+        const lines = [`${rows[q].label} → ${rows[k].label}: ${v.toFixed(3)}`, `${name} · ${t("heatmap.hover_pos", { query: q, key: k })}`];
         if (D) lines[1] += ` · A − B ${signed(D[q][k])}`;
         return lines;
       },
@@ -227,7 +230,7 @@ export class CompareView {
       square: true,
       hover: (q, k, v) => [
         `${rows[q].label} → ${rows[k].label}: A − B ${signed(v)}`,
-        `A ${A[q][k].toFixed(3)} · B ${B[q][k].toFixed(3)} · query ${q} · key ${k}`,
+        t("compare.hover_values", { a: A[q][k].toFixed(3), b: B[q][k].toFixed(3), query: q, key: k }),
       ],
     });
     this.renderNotes(resp, rows, D);
@@ -258,7 +261,7 @@ export class CompareView {
     if (resp.mismatched_positions.length) {
       const p = document.createElement("p");
       p.className = "hint";
-      const parts = resp.mismatched_positions.map((i) => `${i}: ${resp.a.tokens[i]} / ${resp.b.tokens[i]}`);
+      const parts = resp.mismatched_positions.map((i) => `${i}: ${rowsLabel(resp.a, i)} / ${rowsLabel(resp.b, i)}`);
       p.textContent = t("compare.differing", { parts: parts.join(", ") });
       nodes.push(p);
     }

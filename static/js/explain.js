@@ -99,7 +99,7 @@ export class ExplainView {
     this.intro.textContent =
       `${t("explain.intro_run", { model: resp.model, tokens: T, head: resp.head, heads: resp.num_heads })} ` +
       t("explain.intro", { embed_size: resp.embed_size, head_size: resp.head_size });
-    const tokens = tokenGroups(resp.tokens, resp.special);
+    const tokens = tokenGroups(resp.tokens, resp.special, resp.labels);
     this.stepsEl.hidden = false;
     const width = Math.max(480, (this.stepsEl.clientWidth || this.panel.clientWidth - 24) - 30); // card padding
     const cards = [];

@@ -203,8 +203,12 @@ export class HeadView {
       const q = this.view.groups[p.y];
       const k = this.view.groups[p.x];
       if (!q || !k) return;
+      const lines = [`${q.label} → ${k.label}: ${Number(p.z).toFixed(3)}`];
+      // The tokenizer's own strings, when they read differently from the labels (Ġ, ##, bytes).
+      if (q.raw !== q.label || k.raw !== k.label) lines.push(`${q.raw} → ${k.raw}`);
+      lines.push(t("heatmap.hover_pos", { query: p.y, key: p.x }));
       this.tooltip.show(
-        [`${q.label} → ${k.label}: ${Number(p.z).toFixed(3)}`, t("heatmap.hover_pos", { query: p.y, key: p.x })],
+        lines,
         ev.event.clientX,
         ev.event.clientY,
       );

@@ -68,11 +68,12 @@ def test_run_draws_the_api_tokens_with_hover(page, server, recorder):  # type: i
     assert "minilm" in page.input_value("#model")
 
     run_text(page, SENTENCE)
-    tokens = api(server, SENTENCE)["tokens"]
+    resp = api(server, SENTENCE)
+    tokens = resp["labels"]  # what each token covers in the text (uncased minilm: "The", not "the")
     # Repeated tokens ("the", "cat") keep their own rows and columns: one tick per token, in order.
     assert ticks(page, "y") == tokens
     assert ticks(page, "x") == tokens
-    assert tokens.count("the") == 3
+    assert [t.lower() for t in tokens].count("the") == 3
 
     expected = api(server, SENTENCE)["attention"][0][0]
     tip = hover_cell(page, 2, 3)
@@ -146,7 +147,7 @@ def test_merge_words_sums_keys_and_averages_queries(page, server):  # type: igno
             words[-1].append(i)
         else:
             words.append([i])
-    labels = ["".join(tokens[j].removeprefix("##") for j in w) for w in words]
+    labels = ["".join(resp["labels"][j] for j in w) for w in words]  # the text the pieces cover
     assert ticks(page, "y") == labels
     a = np.array(resp["attention"][1][4])
     expected = np.array([[a[np.ix_(q, k)].sum(axis=1).mean() for k in words] for q in words])
@@ -314,11 +315,12 @@ def test_long_input_unicode_and_errors(page, server):  # type: ignore[no-untyped
     _record_timing(f"model_grid_render_ms_{n}_tokens", float(page.get_attribute("#app", "data-render-ms")))
     page.click("#tab-head")
 
-    # CJK, RTL and emoji: the labels are the tokens; [UNK] is visibly marked.
+    # CJK, RTL and emoji: the labels are the text each token covers (the response's labels); [UNK] is
+    # visibly marked.
     mixed = "日本語 שלום עולם 😀"
     run_text(page, mixed)
     resp = api(server, mixed)
-    expected = ["⟨UNK⟩" if u else t for t, u in zip(resp["tokens"], resp["unknown"], strict=True)]
+    expected = ["⟨UNK⟩" if u else label for label, u in zip(resp["labels"], resp["unknown"], strict=True)]
     assert ticks(page, "y") == expected
     assert any(resp["unknown"]) and "⟨UNK⟩" in ticks(page, "x")
     shot(page, "unicode")

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import httpx
 import pytest
 
 from headmap import i18n
@@ -21,7 +22,8 @@ NAMES = {"README"}  # names that stay in every language
 # selects, placeholders, aria-labels and titles. Data is left out: the text box, the model list and
 # the model's description, token labels, Plotly's own figure (axis titles are checked separately).
 VISIBLE_UI_TEXT = """() => {
-  const skip = "#text, #pair, #model, #model-info, #cmp-a-model, #cmp-b-model, .tick-labels, .js-plotly-plot, .brand, .version, .lang-switch";
+  const skip = "#text, #pair, #model, #model-info, #cmp-a-model, #cmp-b-model, .tick-labels, .js-plotly-plot, "
+    + ".brand, .version, .lang-switch";
   const out = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
@@ -36,7 +38,9 @@ VISIBLE_UI_TEXT = """() => {
     const host = el.tagName === "OPTION" ? el.parentElement : el;
     if (!host.checkVisibility({ checkVisibilityCSS: true })) continue;
     if (el.tagName === "OPTION") out.push(el.textContent.trim());
-    for (const name of ["placeholder", "aria-label", "title"]) if (el.getAttribute(name)) out.push(el.getAttribute(name));
+    for (const name of ["placeholder", "aria-label", "title"]) {
+      if (el.getAttribute(name)) out.push(el.getAttribute(name));
+    }
   }
   return out.filter(Boolean);
 }"""
@@ -71,7 +75,8 @@ def test_chinese_page_has_no_english_ui_and_warns_about_unknown_tokens(page, ser
     assert english_left(texts) == []
     # The head view's axis titles and the model view are Chinese too.
     zh = i18n.messages("zh-CN")
-    layout = page.evaluate("() => { const l = document.getElementById('heatmap').layout; return [l.xaxis.title.text, l.yaxis.title.text]; }")
+    layout = page.evaluate("() => document.getElementById('heatmap').layout")
+    layout = [layout["xaxis"]["title"]["text"], layout["yaxis"]["title"]["text"]]
     assert layout == [zh["heatmap.key_axis"], zh["heatmap.query_axis"]]
     page.click("#tab-model")
     assert english_left(page.evaluate(VISIBLE_UI_TEXT)) == []
@@ -84,10 +89,8 @@ def test_chinese_page_has_no_english_ui_and_warns_about_unknown_tokens(page, ser
     wait_until(page, "!document.getElementById('unknown-notice').hidden")
     wait_ready(page)
     notice = page.inner_text("#unknown-notice")
-    resp = page.evaluate(
-        "async () => (await fetch('/api/attention', {method: 'POST', headers: {'Content-Type': 'application/json'},"
-        " body: JSON.stringify({text: document.getElementById('text').value, model: 'minilm', layers: [0], heads: [0]})})).json()"
-    )
+    body = {"text": page.input_value("#text"), "model": "minilm", "layers": [0], "heads": [0]}
+    resp = httpx.post(f"{server}/api/attention", json=body, timeout=120).json()
     assert resp["unknown_share"] > 0.1
     assert f"{round(resp['unknown_share'] * 100)}%" in notice and "minilm" in notice
     assert f"{resp['unknown_count']} 个" in notice and "HEADMAP_MODELS" in notice

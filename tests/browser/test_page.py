@@ -127,7 +127,7 @@ def test_layer_head_aggregates_switch_in_the_page(page, server, recorder):  # ty
     before = renders(page)
     page.check("#hide-special")
     wait_render(page, before)
-    assert ticks(page, "y") == api(server, SENTENCE)["tokens"][1:-1]
+    assert ticks(page, "y") == api(server, SENTENCE)["labels"][1:-1]
     np.testing.assert_allclose(np.array(shown(page)["z"]).sum(axis=1), 1, atol=1e-3)
 
     assert attention_requests(recorder.requests) == sent, "switching must not ask the server again"
@@ -251,7 +251,7 @@ def test_hostile_text_stays_inert(page, server):  # type: ignore[no-untyped-def]
     # 1. Real text through the real model: BERT splits the markup into pieces; all stay text.
     hostile = "<img src=x onerror=alert(1)> <b>x</b> <script>alert(2)</script>"
     run_text(page, hostile)
-    assert ticks(page, "y") == api(server, hostile)["tokens"]
+    assert ticks(page, "y") == api(server, hostile)["labels"]
     assert "<" in ticks(page, "y") and "script" in ticks(page, "y")
     assert page.url.count("<") == 0, "the shared URL carries the text percent-encoded"
 
@@ -353,7 +353,7 @@ def test_exports(page, server):  # type: ignore[no-untyped-def]
     lines = dl.value.path().read_text(encoding="utf-8-sig").splitlines()
     assert len(lines) == len(resp["tokens"]) + 1
     header = [f.strip('"') for f in lines[0].split(",")]
-    assert header[1:] == resp["tokens"]
+    assert header[1:] == resp["labels"]  # the CSV is labelled with what the tokens cover
     first = [float(v) for v in lines[1].split(",")[1:]]
     np.testing.assert_allclose(first, resp["attention"][1][2][0], atol=WEIGHT_TOL)
 

@@ -121,7 +121,7 @@ export class StatsView {
     this.selected = selected;
     const info = STATS.find((s) => s.id === pick);
     this.help.textContent = info.help;
-    this.caption.textContent = `${resp.model} · ${resp.tokens.length} tokens · ${resp.layers.length} layers × ${resp.heads.length} heads`;
+    this.caption.textContent = t("stats.caption", { model: resp.model, tokens: resp.tokens.length, layers: resp.layers.length, heads: resp.heads.length });
     await this.draw(resp, info, scale);
     this.renderBody();
     this.setStatus("ready");

@@ -78,8 +78,20 @@ def test_chinese_page_has_no_english_ui_and_warns_about_unknown_tokens(page, ser
     layout = page.evaluate("() => document.getElementById('heatmap').layout")
     layout = [layout["xaxis"]["title"]["text"], layout["yaxis"]["title"]["text"]]
     assert layout == [zh["heatmap.key_axis"], zh["heatmap.query_axis"]]
-    page.click("#tab-model")
-    assert english_left(page.evaluate(VISIBLE_UI_TEXT)) == []
+    # Every other tab: the model grid, the statistics (names, units and help from the catalogue),
+    # compare (waiting for text B) and the explainer's gate (minilm is not the custom block).
+    for tab, panel, done in [
+        ("model", None, None),
+        ("stats", "stats-view", "ready"),
+        ("compare", "compare-view", "idle"),
+        ("explain", "explain-view", "gate"),
+    ]:
+        page.click(f"#tab-{tab}")
+        if panel:
+            wait_until(page, f"document.getElementById('{panel}').dataset.status === '{done}'")
+        assert english_left(page.evaluate(VISIBLE_UI_TEXT)) == [], tab
+    stat_names = {text for key, text in zh.items() if key.startswith("stat.") and key.endswith(".name")}
+    assert page.evaluate("[...document.getElementById('stat').options].map((o) => o.text)")[0] in stat_names
     page.click("#tab-head")
 
     # The Chinese example on minilm (an English vocabulary): most characters are [UNK], and the page

@@ -173,3 +173,32 @@ def test_static_tree_is_packaged_with_the_app() -> None:
     for name in ["js/main.js", "css/headmap.css", "img/favicon.svg"]:
         assert (STATIC_DIR / name).is_file(), name
     assert Path(pages.TEMPLATES_DIR, "base.html").is_file()
+
+
+def test_page_follows_the_language_and_embeds_its_catalogue(web: TestClient) -> None:
+    """``?lang=zh-CN``: <html lang>, the toggle, the catalogue for the scripts, the statistics' Chinese
+    names, the example texts; every message the template shows is the zh-CN one, never the en one."""
+    import html as html_lib
+    import json
+
+    from headmap import i18n
+
+    zh, en = i18n.messages("zh-CN"), i18n.messages("en")
+    page = web.get("/", params={"lang": "zh-CN"}, headers={"Accept-Language": "en"}).text
+    assert '<html lang="zh-CN">' in page
+    assert re.search(r'<a href="\?lang=en"[^>]*data-lang="en"', page)
+    assert re.search(r'data-lang="zh-CN"\s+aria-current="true"', page)
+    embedded = re.search(r'data-messages="([^"]*)"', page)
+    assert embedded and json.loads(html_lib.unescape(embedded.group(1))) == zh
+    defs = json.loads(html_lib.unescape(re.search(r'data-definitions="([^"]*)"', page).group(1)))  # type: ignore[union-attr]
+    entropy = next(s for s in defs["stats"] if s["id"] == "entropy")
+    assert (entropy["name"], entropy["unit"]) == (zh["stat.entropy.name"], zh["stat.entropy.unit"])
+    for key in ("tab.head", "form.run", "display.merge_words", "help.summary", "unknown.link", "form.examples"):
+        assert html_lib.escape(zh[key], quote=False) in page, key
+        assert f">{en[key]}<" not in page, key
+    assert f'data-text="{zh["example.zh"]}"' in page and f'data-text="{en["example.en"]}"' in page
+    # Remembered (the cookie beats Accept-Language) until forgotten; then the browser's language.
+    assert '<html lang="zh-CN">' in web.get("/", headers={"Accept-Language": "en"}).text
+    web.cookies.clear()
+    plain = web.get("/", headers={"Accept-Language": "en"}).text
+    assert '<html lang="en">' in plain and f">{en['tab.head']}<" in plain

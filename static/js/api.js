@@ -1,6 +1,8 @@
 // Client of the Headmap JSON API. Every error becomes an ApiError carrying the API's
 // {"error", "detail"} (or a readable stand-in when the server or network gave none).
 
+import { t } from "./i18n.js";
+
 export class ApiError extends Error {
   /** @param {number} status HTTP status (0 for network failures) @param {string} code @param {string} detail */
   constructor(status, code, detail) {
@@ -29,7 +31,7 @@ async function errorFrom(response) {
   } catch {
     // not JSON: fall through
   }
-  const detail = text.trim().slice(0, 300) || response.statusText || "The server gave no explanation.";
+  const detail = text.trim().slice(0, 300) || response.statusText || t("error.no_explanation");
   return new ApiError(response.status, `http_${response.status}`, detail);
 }
 
@@ -39,7 +41,7 @@ async function request(path, options) {
     response = await fetch(root + path, { credentials: "same-origin", ...options });
   } catch (err) {
     if (err && err.name === "AbortError") throw err;
-    throw new ApiError(0, "network_error", "Could not reach the Headmap server. Is it still running?");
+    throw new ApiError(0, "network_error", t("error.unreachable"));
   }
   if (!response.ok) throw await errorFrom(response);
   return response;

@@ -6,9 +6,13 @@ import { getCompare } from "./api.js";
 import { RequestCache } from "./cache.js";
 import { divergingScale, plotlyScale } from "./colors.js";
 import { $ } from "./dom.js";
+import { t } from "./i18n.js";
 import { absMax, MatrixPlot, tokenGroups } from "./matrixplot.js";
 
 const signed = (v) => `${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}`;
+
+/** What token i of one side reads as (its label, else its own string). */
+const rowsLabel = (side, i) => side.labels?.[i] ?? side.tokens[i];
 
 export class CompareView {
   /**
@@ -137,7 +141,7 @@ export class CompareView {
   async compare({ agg, layer, head, scale, range }) {
     if (!this.inputs) {
       this.results.hidden = true;
-      this.setStatus("idle", "Enter a text for B (or pick another model) and press Compare.");
+      this.setStatus("idle", t("compare.need_b"));
       return;
     }
     const { a, b, truncate } = this.inputs;
@@ -150,16 +154,16 @@ export class CompareView {
     const body = { a, b, layers: [l], view, truncate };
     if (view === "heads") body.heads = [h];
     const pending = this.cache.get(JSON.stringify(body), () => getCompare(body));
-    this.setStatus("loading", "Comparing…");
+    this.setStatus("loading", t("compare.loading"));
     let resp;
     try {
       resp = await pending;
     } catch (err) {
       this.results.hidden = true;
-      this.setStatus("error", `The comparison failed: ${err.detail || err.message || err}`, "error");
+      this.setStatus("error", t("compare.failed", { detail: err.detail || err.message || err }), "error");
       throw Object.assign(err, { shown: true });
     }
-    const what = view === "heads" ? `layer ${l} · head ${h}` : view === "rollout" ? `rollout, layers 0–${l}` : `layer ${l} · ${view} over heads`;
+    const what = view === "heads" ? t("compare.what_head", { layer: l, head: h }) : view === "rollout" ? t("compare.what_rollout", { layer: l }) : t(`compare.what_${view}`, { layer: l });
     const clamped = l !== layer || (view === "heads" && h !== head);
     this.results.hidden = false;
     await this.draw(resp, { what, scale, range });
@@ -167,9 +171,9 @@ export class CompareView {
     this.panel.dataset.layer = String(l);
     this.panel.dataset.head = String(h);
     if (!resp.aligned) {
-      this.setStatus("misaligned", `No difference drawn: the tokens of A and B do not line up. ${resp.reason}`, "warn");
+      this.setStatus("misaligned", t("compare.misaligned", { reason: resp.reason }), "warn");
     } else {
-      const note = clamped ? ` Showing ${what}: the models only share layers 0–${Math.min(ia.num_layers, ib.num_layers) - 1}.` : "";
+      const note = clamped ? ` ${t("compare.clamped", { what, last: Math.min(ia.num_layers, ib.num_layers) - 1 })}` : "";
       this.setStatus("ready", note.trim(), "info");
     }
   }
@@ -178,8 +182,8 @@ export class CompareView {
     const A = resp.a.attention[0][0]; // T_a x T_a
     const B = resp.b.attention[0][0]; // T_b x T_b
     const D = resp.aligned ? resp.diff[0][0] : null; // T x T, A − B
-    const rowsA = tokenGroups(resp.a.tokens, resp.a.special);
-    const rowsB = tokenGroups(resp.b.tokens, resp.b.special);
+    const rowsA = tokenGroups(resp.a.tokens, resp.a.special, resp.a.labels);
+    const rowsB = tokenGroups(resp.b.tokens, resp.b.special, resp.b.labels);
     const zmax = range === "one" ? 1 : Math.max(absMax(A), absMax(B));
     const half = Math.floor((this.panel.clientWidth - 24) / 2);
     const width = Math.max(300, Math.min(560, half));
@@ -191,11 +195,11 @@ export class CompareView {
       zmax,
       colorscale: plotlyScale(scale),
       title: `${name} · ${side_.model} · ${what}`,
-      colorbar: "weight",
+      colorbar: t("heatmap.colorbar"),
       width,
       square: true,
       hover: (q, k, v) => {
-        const lines = [`${rows[q].label} → ${rows[k].label}: ${v.toFixed(3)}`, `${name} · query ${q} · key ${k}`];
+        const lines = [`${rows[q].label} → ${rows[k].label}: ${v.toFixed(3)}`, `${name} · ${t("heatmap.hover_pos", { query: q, key: k })}`];
         if (D) lines[1] += ` · A − B ${signed(D[q][k])}`;
         return lines;
       },
@@ -226,7 +230,7 @@ export class CompareView {
       square: true,
       hover: (q, k, v) => [
         `${rows[q].label} → ${rows[k].label}: A − B ${signed(v)}`,
-        `A ${A[q][k].toFixed(3)} · B ${B[q][k].toFixed(3)} · query ${q} · key ${k}`,
+        t("compare.hover_values", { a: A[q][k].toFixed(3), b: B[q][k].toFixed(3), query: q, key: k }),
       ],
     });
     this.renderNotes(resp, rows, D);
@@ -238,7 +242,7 @@ export class CompareView {
     D.forEach((row, q) => row.forEach((v, k) => cells.push([Math.abs(v), q, k, v])));
     cells.sort((x, y) => y[0] - x[0]);
     const h = document.createElement("h3");
-    h.textContent = "Largest differences";
+    h.textContent = t("compare.largest");
     const list = document.createElement("ol");
     for (const [, q, k, v] of cells.slice(0, 6)) {
       const li = document.createElement("li");
@@ -252,13 +256,13 @@ export class CompareView {
     }
     const legend = document.createElement("p");
     legend.className = "hint";
-    legend.textContent = "Red: A attends more than B. Blue: B attends more. Rows are queries, columns keys.";
+    legend.textContent = t("compare.legend");
     const nodes = [h, list, legend];
     if (resp.mismatched_positions.length) {
       const p = document.createElement("p");
       p.className = "hint";
-      const parts = resp.mismatched_positions.map((i) => `${i}: ${resp.a.tokens[i]} / ${resp.b.tokens[i]}`);
-      p.textContent = `Tokens that differ (position: A / B): ${parts.join(", ")}.`;
+      const parts = resp.mismatched_positions.map((i) => `${i}: ${rowsLabel(resp.a, i)} / ${rowsLabel(resp.b, i)}`);
+      p.textContent = t("compare.differing", { parts: parts.join(", ") });
       nodes.push(p);
     }
     this.notes.replaceChildren(...nodes);

@@ -4,6 +4,10 @@
 
 import { SCALES } from "./colors.js";
 import { $ } from "./dom.js";
+import { t } from "./i18n.js";
+
+/** Share of unknown tokens above which the page says the model does not know the text's script. */
+export const UNKNOWN_NOTICE_SHARE = 0.1;
 
 export class Controls {
   constructor() {
@@ -22,6 +26,8 @@ export class Controls {
     this.errorTitle = $("error-title");
     this.errorDetail = $("error-detail");
     this.status = $("status");
+    this.unknownNotice = $("unknown-notice");
+    this.unknownText = $("unknown-text");
     this.hide = $("hide-special");
     this.merge = $("merge-words");
     this.scale = $("colorscale");
@@ -42,7 +48,7 @@ export class Controls {
     this.exports = [$("export-png"), $("export-csv"), $("export-json"), $("share")];
     this.models = [];
     this.timer = 0;
-    for (const s of SCALES) this.scale.append(new Option(s.name, s.id));
+    for (const s of SCALES) this.scale.append(new Option(t(`colors.${s.id}`), s.id));
   }
 
   /** What the next run sends. */
@@ -93,7 +99,7 @@ export class Controls {
 
   syncModelInfo() {
     const info = this.modelInfoFor(this.model.value);
-    this.modelInfo.textContent = info ? `${info.description} · up to ${info.max_tokens} tokens` : "";
+    this.modelInfo.textContent = info ? t("form.model_info", { description: info.description, max_tokens: info.max_tokens }) : "";
     this.pairBox.hidden = Boolean(info && !info.supports_pair);
   }
 
@@ -147,7 +153,7 @@ export class Controls {
   busy(message) {
     clearInterval(this.timer);
     const t0 = performance.now();
-    const tick = () => (this.progressText.textContent = `${message} ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const tick = () => (this.progressText.textContent = t("progress.seconds", { message, seconds: ((performance.now() - t0) / 1000).toFixed(1) }));
     tick();
     this.timer = setInterval(tick, 100);
     this.progress.hidden = false;
@@ -175,5 +181,20 @@ export class Controls {
 
   setStatus(text) {
     this.status.textContent = text;
+  }
+
+  /** Say so when more than 10% of the response's tokens are unknown to its model (and how to add one). */
+  setUnknown(resp) {
+    const share = resp.unknown_share ?? 0;
+    const show = share > UNKNOWN_NOTICE_SHARE;
+    this.unknownNotice.hidden = !show;
+    this.unknownText.textContent = show
+      ? t("unknown.notice", {
+          percent: `${Math.round(share * 100)}%`,
+          count: resp.unknown_count,
+          total: resp.special.filter((s) => !s).length, // the share is of the non-special tokens
+          model: resp.model,
+        })
+      : "";
   }
 }

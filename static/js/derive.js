@@ -4,6 +4,7 @@
 // A run is one response and what is kept of it: {id, resp, tensor, aggs: Aggregates, request, ...}.
 // Token groups are memoised on the run (run.groups, keyed by the two display options).
 
+import { t } from "./i18n.js";
 import { groupTokens, project } from "./tokens.js";
 
 /** Rows and columns shown for the state's hide/merge options. */
@@ -46,13 +47,13 @@ export function title(run, state) {
   const { model } = run.resp;
   const H = run.tensor.heads;
   const parts = {
-    head: `${model} · layer ${state.layer} · head ${state.head}`,
-    mean: `${model} · layer ${state.layer} · mean over ${H} heads`,
-    max: `${model} · layer ${state.layer} · max over ${H} heads`,
-    rollout: `${model} · attention rollout, layers 0–${state.layer}`,
+    head: () => t("title.head", { model, layer: state.layer, head: state.head }),
+    mean: () => t("title.mean", { model, layer: state.layer, heads: H }),
+    max: () => t("title.max", { model, layer: state.layer, heads: H }),
+    rollout: () => t("title.rollout", { model, layer: state.layer }),
   };
-  const extra = [state.hide && "special tokens hidden", state.merge && "words merged"].filter(Boolean);
-  return [parts[state.agg], ...extra].join(" · ");
+  const extra = [state.hide && t("title.hidden"), state.merge && t("title.merged")].filter(Boolean);
+  return [parts[state.agg](), ...extra].join(" · ");
 }
 
 /**

@@ -6,6 +6,7 @@ import { getExplain } from "./api.js";
 import { RequestCache } from "./cache.js";
 import { divergingScale, plotlyScale } from "./colors.js";
 import { $ } from "./dom.js";
+import { t } from "./i18n.js";
 import { absMax, MatrixPlot, tokenGroups } from "./matrixplot.js";
 
 const dims = (shape) => shape.join(" × ");
@@ -59,22 +60,22 @@ export class ExplainView {
       this.intro.hidden = true;
       this.stepsEl.hidden = true;
       this.gateText.textContent = custom
-        ? `The explainer follows your text through the textbook self-attention block, step by step, with its real numbers. Choose the custom model (“${custom.name}”) to see it.`
-        : "The explainer needs a model of kind custom, and this server has none.";
+        ? t("explain.gate", { name: custom.name })
+        : t("explain.gate_none");
       this.switchButton.hidden = !custom;
-      this.switchButton.textContent = custom ? `Choose the custom model` : "";
+      this.switchButton.textContent = custom ? t("explain.choose") : "";
       this.setStatus("gate");
       return;
     }
     this.gate.hidden = true;
     const key = JSON.stringify([request.text, request.pair, request.model, request.truncate, head]);
     const pending = this.cache.get(key, () => getExplain(request, head));
-    if (this.shownKey !== key) this.setStatus("loading", "Following the head through the block…");
+    if (this.shownKey !== key) this.setStatus("loading", t("explain.loading"));
     let resp;
     try {
       resp = await pending;
     } catch (err) {
-      this.setStatus("error", `The explainer failed: ${err.detail || err.message || err}`);
+      this.setStatus("error", t("explain.failed", { detail: err.detail || err.message || err }));
       throw Object.assign(err, { shown: true });
     }
     if (this.shownKey !== `${key}:${scale}`) {
@@ -96,9 +97,9 @@ export class ExplainView {
     const T = resp.tokens.length;
     this.intro.hidden = false;
     this.intro.textContent =
-      `${resp.model} on ${T} tokens, following head ${resp.head} of ${resp.num_heads}: ` +
-      `E = ${resp.embed_size} numbers per token, d_k = ${resp.head_size} per head. Hover a cell for its value.`;
-    const tokens = tokenGroups(resp.tokens, resp.special);
+      `${t("explain.intro_run", { model: resp.model, tokens: T, head: resp.head, heads: resp.num_heads })} ` +
+      t("explain.intro", { embed_size: resp.embed_size, head_size: resp.head_size });
+    const tokens = tokenGroups(resp.tokens, resp.special, resp.labels);
     this.stepsEl.hidden = false;
     const width = Math.max(480, (this.stepsEl.clientWidth || this.panel.clientWidth - 24) - 30); // card padding
     const cards = [];
@@ -195,15 +196,15 @@ export class ExplainView {
       zmax: weights ? Math.max(1e-6, absMax(z)) : lim,
       colorscale: weights ? plotlyScale(scale) : divergingScale(),
       title: "",
-      colorbar: weights ? "weight" : "value",
+      colorbar: weights ? t("heatmap.colorbar") : t("explain.value"),
       width: square ? Math.min(width, 460) : width,
       square,
       height: square ? undefined : Math.min(460, Math.max(130, T * rowPx + 70)),
-      xTitle: square ? "key token" : "feature",
+      xTitle: square ? t("explain.key_token") : t("explain.feature"),
       hover: (r, c, v) =>
         square
           ? [`${tokens[r].label} → ${tokens[c].label}: ${v.toFixed(4)}`, `${m.name}[${r}, ${c}]`]
-          : [`${tokens[r].label} · feature ${c}: ${v.toFixed(4)}`, `${m.name}[${r}, ${c}]`],
+          : [t("explain.hover_feature", { token: tokens[r].label, feature: c, value: v.toFixed(4) }), `${m.name}[${r}, ${c}]`],
     };
   }
 }

@@ -4,6 +4,7 @@
 import { lut } from "./colors.js";
 import { gridMatrix, groupsOf } from "./derive.js";
 import { downloadCanvas } from "./exporter.js";
+import { t } from "./i18n.js";
 
 const MAX_PIXELS = 160; // canvas side; larger matrices are max-pooled so peaks stay visible
 
@@ -63,7 +64,7 @@ export class ModelGrid {
     el.addEventListener("mousemove", (ev) => {
       const cell = ev.target.closest("button.cell");
       if (!cell) return this.tooltip.hide();
-      this.tooltip.show([`Layer ${cell.dataset.layer} · head ${cell.dataset.head}`, "Click to open in the head view"], ev.clientX, ev.clientY);
+      this.tooltip.show([t("grid.cell", { layer: cell.dataset.layer, head: cell.dataset.head }), t("grid.open")], ev.clientX, ev.clientY);
     });
     el.addEventListener("mouseleave", () => this.tooltip.hide());
   }
@@ -122,7 +123,7 @@ export class ModelGrid {
         button.className = "cell";
         button.dataset.layer = String(li);
         button.dataset.head = String(h);
-        button.setAttribute("aria-label", `Layer ${l}, head ${h}: open in the head view`);
+        button.setAttribute("aria-label", t("grid.cell_label", { layer: l, head: h }));
         const canvas = document.createElement("canvas");
         canvas.width = canvas.height = 1;
         button.append(canvas);

@@ -10,6 +10,7 @@ import { plotlyScale } from "./colors.js";
 import { isPending, shownView } from "./derive.js";
 import * as exporter from "./exporter.js";
 import { axisBase, FONT, labelPx, shortLabel as short, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
+import { t } from "./i18n.js";
 import { escapePlotly } from "./tokens.js";
 
 const MARGIN = { l: 118, r: 24, t: 56, b: 118 }; // l and b are recomputed from the labels
@@ -72,7 +73,7 @@ export class HeadView {
     this.run = run;
     this.state = state;
     const slow = isPending(run, state);
-    if (slow) this.progress.start("Computing rollout…");
+    if (slow) this.progress.start(t("status.rollout"));
     let view;
     try {
       view = await shownView(run, state);
@@ -161,7 +162,7 @@ export class HeadView {
       xgap: 0,
       ygap: 0,
       colorbar: {
-        title: { text: "weight", side: "right" },
+        title: { text: t("heatmap.colorbar"), side: "right" },
         thickness: 12,
         outlinewidth: 0,
         len: 0.9,
@@ -177,8 +178,8 @@ export class HeadView {
       height,
       paper_bgcolor: "#ffffff",
       plot_bgcolor: "#ffffff",
-      xaxis: { ...axis, title: { text: "key (attended to)", standoff: this.margin.b - 46 } },
-      yaxis: { ...axis, title: { text: "query (attending)", standoff: this.margin.l - 40 }, autorange: "reversed" },
+      xaxis: { ...axis, title: { text: t("heatmap.key_axis"), standoff: this.margin.b - 46 } },
+      yaxis: { ...axis, title: { text: t("heatmap.query_axis"), standoff: this.margin.l - 40 }, autorange: "reversed" },
       shapes,
       dragmode: "zoom",
       uirevision: view.revision, // keep the zoom while switching layer or head on the same tokens
@@ -202,8 +203,12 @@ export class HeadView {
       const q = this.view.groups[p.y];
       const k = this.view.groups[p.x];
       if (!q || !k) return;
+      const lines = [`${q.label} → ${k.label}: ${Number(p.z).toFixed(3)}`];
+      // The tokenizer's own strings, when they read differently from the labels (Ġ, ##, bytes).
+      if (q.raw !== q.label || k.raw !== k.label) lines.push(`${q.raw} → ${k.raw}`);
+      lines.push(t("heatmap.hover_pos", { query: p.y, key: p.x }));
       this.tooltip.show(
-        [`${q.label} → ${k.label}: ${Number(p.z).toFixed(3)}`, `query ${p.y} · key ${p.x}`],
+        lines,
         ev.event.clientX,
         ev.event.clientY,
       );

@@ -12,6 +12,7 @@ import { $ } from "./dom.js";
 import { ExplainView } from "./explain.js";
 import { ModelGrid } from "./grid.js";
 import { HeadView } from "./heatmap.js";
+import { maybe, t } from "./i18n.js";
 import { StatsView } from "./stats.js";
 import { Store } from "./store.js";
 import { tensorFromResponse } from "./tensor.js";
@@ -20,19 +21,6 @@ import { Tooltip } from "./tooltip.js";
 import { urlCodec } from "./urlstate.js";
 import { Views } from "./views.js";
 
-const ERROR_TITLES = {
-  empty_text: "Nothing to analyse",
-  invalid_text: "Text not accepted",
-  invalid_request: "Request not accepted",
-  model_not_found: "Unknown model",
-  pair_unsupported: "This model takes one segment only",
-  payload_too_large: "Request too large",
-  too_many_tokens: "Input too long",
-  not_ready: "Models are still loading",
-  overloaded: "The server is busy",
-  timeout: "The request took too long",
-  network_error: "Server unreachable",
-};
 
 const root = $("app");
 setRoot(root.dataset.root || "");
@@ -146,14 +134,14 @@ function requestRender() {
 
 function showError(err) {
   if (err instanceof ApiError) {
-    const title = `${ERROR_TITLES[err.code] || "Request failed"} (${err.status || "no answer"} · ${err.code})`;
+    const title = `${maybe(`error.title.${err.code}`) || t("error.request_failed")} (${err.status || t("error.no_answer")} · ${err.code})`;
     let detail = err.detail;
     if (err.code === "too_many_tokens" && !controls.truncate.checked) {
-      detail += " Tick “Cut long text to the model's token limit” to analyse the first part.";
+      detail += ` ${t("error.tick_truncate", { option: t("form.truncate") })}`;
     }
     controls.showError(title, detail);
   } else {
-    controls.showError("Something went wrong in the page", String(err && err.message ? err.message : err));
+    controls.showError(t("error.page"), String(err && err.message ? err.message : err));
     console.error(err);
   }
   setPageState("error");
@@ -170,7 +158,7 @@ async function runText() {
   const ctrl = new AbortController();
   inflight = ctrl;
   controls.clearError();
-  controls.busy(`Running ${req.model || "model"}…`);
+  controls.busy(t("status.running", { model: req.model || t("form.model") }));
   setPageState("busy");
   const t0 = performance.now();
   try {
@@ -202,14 +190,15 @@ async function runText() {
     await requestRender();
     const total = performance.now() - t0;
     const parts = [
-      `${tensor.size} tokens`,
-      `${tensor.layers} layers × ${tensor.heads} heads`,
-      serverMs != null ? `server ${Math.round(serverMs)} ms` : null,
-      `shown after ${Math.round(total)} ms`,
-      `${(bytes / 1024).toFixed(0)} KiB`,
-      resp.truncated ? "input truncated to the model's limit" : null,
+      t("status.tokens", { count: tensor.size }),
+      t("status.shape", { layers: tensor.layers, heads: tensor.heads }),
+      serverMs != null ? t("status.server_ms", { ms: Math.round(serverMs) }) : null,
+      t("status.shown_after", { ms: Math.round(total) }),
+      t("status.kib", { kib: (bytes / 1024).toFixed(0) }),
+      resp.truncated ? t("status.truncated") : null,
     ];
-    controls.setStatus(`Shown: ${parts.filter(Boolean).join(" · ")}`);
+    controls.setStatus(t("status.shown", { parts: parts.filter(Boolean).join(" · ") }));
+    controls.setUnknown(resp);
     root.dataset.firstDrawMs = String(Math.round(total));
     root.dataset.runs = String(run.id);
     setPageState("ready");
@@ -230,10 +219,10 @@ async function loadModels() {
     try {
       const list = await getModels();
       if (list.models.length) return list;
-      controls.setStatus("Models are loading…");
+      controls.setStatus(t("status.loading_models"));
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 503) throw err;
-      controls.setStatus("Models are loading…");
+      controls.setStatus(t("status.loading_models"));
     }
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 1.5, 4000);
@@ -289,6 +278,23 @@ function bindEvents() {
     });
   }
 
+  // Example texts: put one in the text box and run it.
+  for (const button of document.querySelectorAll("button.example")) {
+    button.addEventListener("click", () => {
+      controls.setInputs({ text: button.dataset.text });
+      runText();
+    });
+  }
+  // The language links keep what is shown (the fragment) and the rest of the query.
+  for (const link of document.querySelectorAll(".lang-switch a[data-lang]")) {
+    link.addEventListener("click", () => {
+      const url = new URL(location.href);
+      url.searchParams.set("lang", link.dataset.lang);
+      url.hash = store.hash();
+      link.href = url.href;
+    });
+  }
+
   window.addEventListener("hashchange", () => {
     if (location.hash === store.hash()) return;
     const state = store.state;
@@ -306,7 +312,7 @@ function bindEvents() {
 async function start() {
   setPageState("loading");
   if (!window.Plotly) {
-    showError(new Error("plotly.js did not load (/vendor/plotly.min.js)."));
+    showError(new Error(t("error.plotly_missing")));
     return;
   }
   bindEvents();
@@ -321,7 +327,7 @@ async function start() {
     controls.setStatus("");
     await runText();
     if (missing) {
-      controls.showError("Unknown model in the link", `The link names model “${missing}”, which this server does not serve; showing ${controls.model.value} instead.`);
+      controls.showError(t("error.link_model"), t("error.link_model_detail", { missing, model: controls.model.value }));
     }
   } catch (err) {
     showError(err);

@@ -23,8 +23,9 @@ export function absMax(z, floor = 1e-6) {
 }
 
 /** Groups (as tickText() takes them) for a token list: {label, special, unknown}. */
-export function tokenGroups(tokens, special = []) {
-  return tokens.map((t, i) => ({ label: t, special: Boolean(special[i]), unknown: false }));
+export function tokenGroups(tokens, special = [], labels = null) {
+  // label: the text the token covers (the response's labels), raw: the tokenizer's own string
+  return tokens.map((t, i) => ({ label: labels?.[i] ?? t, raw: t, special: Boolean(special[i]), unknown: false }));
 }
 
 export class MatrixPlot {

@@ -1,6 +1,8 @@
 // What every Plotly figure of the page shares: fonts, colours, label sizing and the axis base.
 
-export const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC", sans-serif';
+export const FONT =
+  'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", ' +
+  '"Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", sans-serif';
 export const TEXT_COLOR = "#334155";
 export const TITLE_COLOR = "#0f172a";
 export const MAX_LABEL_CHARS = 18;

@@ -7,6 +7,7 @@ import { plotlyScale } from "./colors.js";
 import { DEFAULT_STAT, STATS } from "./definitions.js";
 import { $ } from "./dom.js";
 import * as exporter from "./exporter.js";
+import { t } from "./i18n.js";
 import { MatrixPlot } from "./matrixplot.js";
 
 // The statistics (id, name, short, unit, help) come from the server's definitions (definitions.js).
@@ -44,7 +45,7 @@ export class StatsView {
 
   buildHead() {
     const tr = document.createElement("tr");
-    const cols = [{ id: "layer", short: "Head", name: "Layer and head" }, ...STATS];
+    const cols = [{ id: "layer", short: t("stats.head_col"), name: t("stats.head_col_name") }, ...STATS];
     for (const c of cols) {
       const th = document.createElement("th");
       th.scope = "col";
@@ -53,7 +54,7 @@ export class StatsView {
       b.type = "button";
       b.className = "sort";
       b.textContent = c.short;
-      b.title = `Sort by ${c.name.toLowerCase()}`;
+      b.title = t("stats.sort_by", { name: c.name.toLowerCase() });
       b.addEventListener("click", () => this.sortBy(c.id));
       th.append(b);
       tr.append(th);
@@ -95,12 +96,12 @@ export class StatsView {
     const selected = { layer: state.layer, head: state.head };
     const key = JSON.stringify([request.text, request.pair, request.model, request.truncate]);
     const pending = this.cache.get(key, () => getStats(request));
-    if (!this.resp || this.resp.key !== key) this.setStatus("loading", "Computing statistics…");
+    if (!this.resp || this.resp.key !== key) this.setStatus("loading", t("stats.loading"));
     let resp;
     try {
       resp = await pending;
     } catch (err) {
-      this.setStatus("error", `Statistics could not be computed: ${err.detail || err.message || err}`);
+      this.setStatus("error", t("stats.failed", { detail: err.detail || err.message || err }));
       throw Object.assign(err, { shown: true });
     }
     if (!this.resp || this.resp.key !== key) {
@@ -120,7 +121,7 @@ export class StatsView {
     this.selected = selected;
     const info = STATS.find((s) => s.id === pick);
     this.help.textContent = info.help;
-    this.caption.textContent = `${resp.model} · ${resp.tokens.length} tokens · ${resp.layers.length} layers × ${resp.heads.length} heads`;
+    this.caption.textContent = t("stats.caption", { model: resp.model, tokens: resp.tokens.length, layers: resp.layers.length, heads: resp.heads.length });
     await this.draw(resp, info, scale);
     this.renderBody();
     this.setStatus("ready");
@@ -149,12 +150,12 @@ export class StatsView {
       zmin: lo,
       zmax: hi,
       colorscale: plotlyScale(scale),
-      title: `${info.name} per layer × head`,
-      colorbar: info.unit || "share",
+      title: t("stats.plot_title", { name: info.name }),
+      colorbar: info.unit || t("stats.share"),
       width,
       height: 96 + 40 * resp.layers.length,
-      xTitle: "head",
-      yTitle: "layer",
+      xTitle: t("stats.head"),
+      yTitle: t("stats.layer"),
       tickAngle: 0,
       trace: {
         xgap: 2,
@@ -165,8 +166,8 @@ export class StatsView {
       },
       layout: { shapes },
       hover: (r, c, v) => [
-        `Layer ${resp.layers[r]} · head ${resp.heads[c]}: ${info.name.toLowerCase()} ${v.toFixed(3)}${info.unit ? ` ${info.unit}` : ""}`,
-        "Click to open in the head view",
+        t("stats.hover", { layer: resp.layers[r], head: resp.heads[c], name: info.name.toLowerCase(), value: `${v.toFixed(3)}${info.unit ? ` ${info.unit}` : ""}` }),
+        t("grid.open"),
       ],
       onClick: (r, c) => this.onOpen(resp.layers[r], resp.heads[c]),
     });
@@ -193,7 +194,7 @@ export class StatsView {
       b.dataset.layer = String(r.layer);
       b.dataset.head = String(r.head);
       b.textContent = `L${r.layer} · H${r.head}`;
-      b.setAttribute("aria-label", `Open layer ${r.layer}, head ${r.head} in the head view`);
+      b.setAttribute("aria-label", t("stats.open_row", { layer: r.layer, head: r.head }));
       th.append(b);
       tr.append(th);
       for (const s of STATS) {

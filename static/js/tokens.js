@@ -23,6 +23,9 @@ export function isWordPiece(tokens) {
 
 /** Whether token i continues the word of token i-1 (both non-special, same segment). */
 function continuesWord(resp, i, wordPiece) {
+  // The response's word ids (tokenizer word boundaries; jieba words in Chinese runs; null for
+  // punctuation, spaces and special tokens) say it when present.
+  if (resp.word_ids) return resp.word_ids[i] != null && resp.word_ids[i] === resp.word_ids[i - 1];
   const tok = resp.tokens[i];
   if (wordPiece) return tok.length > 2 && tok.startsWith("##");
   const cur = resp.offsets[i];
@@ -30,11 +33,29 @@ function continuesWord(resp, i, wordPiece) {
   return Boolean(cur && prev) && cur[0] === prev[1] && cur[1] > cur[0] && !/^[\sĠ▁]/u.test(tok);
 }
 
+/** What token i shows: the text it covers (`labels`, when the response has them), else its own string. */
+function shownText(resp, i) {
+  return resp.labels?.[i] ?? resp.tokens[i];
+}
+
+/**
+ * The text a piece adds to its word's label. With `labels`, a character split over tokens is whole
+ * on the first and "…" on the rest, so a leading "…" of a later piece is dropped; without them, a
+ * WordPiece "##" is.
+ */
+function pieceText(resp, i, wordPiece, unknown) {
+  const text = tokenLabel(shownText(resp, i), unknown);
+  if (unknown) return text;
+  if (resp.labels) return text.replace(/^…/u, "");
+  return wordPiece ? text.slice(2) : text;
+}
+
 /**
  * Rows/columns to show: groups of token indices, in order.
- * @param {object} resp API response (tokens, offsets, special, unknown, segments)
+ * @param {object} resp API response (tokens, labels, word_ids, offsets, special, unknown, segments)
  * @param {{hideSpecial: boolean, mergeWords: boolean}} options
- * @returns {Array<{members: number[], label: string, special: boolean, unknown: boolean, segment: number}>}
+ * @returns {Array<{members: number[], label: string, raw: string, special: boolean, unknown: boolean, segment: number}>}
+ *   label: what is shown (the text covered); raw: the tokenizer's own strings (for tooltips)
  */
 export function groupTokens(resp, { hideSpecial, mergeWords }) {
   const wordPiece = isWordPiece(resp.tokens);
@@ -54,11 +75,12 @@ export function groupTokens(resp, { hideSpecial, mergeWords }) {
       prev.segment === segment && continuesWord(resp, i, wordPiece)
     ) {
       prev.members.push(i);
-      const piece = tokenLabel(resp.tokens[i], unknown);
-      prev.label += wordPiece && !unknown ? piece.slice(2) : piece;
+      prev.label += pieceText(resp, i, wordPiece, unknown);
+      prev.raw += ` ${resp.tokens[i]}`;
       prev.unknown ||= unknown;
     } else {
-      groups.push({ members: [i], label: tokenLabel(resp.tokens[i], unknown), special, unknown, segment });
+      const label = tokenLabel(shownText(resp, i), unknown);
+      groups.push({ members: [i], label, raw: resp.tokens[i], special, unknown, segment });
     }
     last = i;
   }

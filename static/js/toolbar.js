@@ -3,6 +3,7 @@
 
 import { $ } from "./dom.js";
 import * as exporter from "./exporter.js";
+import { t } from "./i18n.js";
 
 /** File name without extension for what `state` shows of `run`. */
 export function fileStem(run, state) {
@@ -53,11 +54,11 @@ export class Toolbar {
     const button = this.shareButton;
     try {
       await navigator.clipboard.writeText(location.href);
-      button.textContent = "Link copied";
+      button.textContent = t("export.copied");
     } catch {
       // Clipboard needs a secure context (https or localhost); the address bar has the link anyway.
-      button.textContent = "Link in address bar";
+      button.textContent = t("export.in_address_bar");
     }
-    setTimeout(() => (button.textContent = "Copy link"), 2000);
+    setTimeout(() => (button.textContent = t("export.share")), 2000);
   }
 }

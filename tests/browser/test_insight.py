@@ -271,8 +271,8 @@ def test_compare_says_when_tokens_do_not_align(page, server):  # type: ignore[no
     assert page.is_hidden("#cmp-plot-diff"), "no difference is drawn"
     assert page.evaluate("document.getElementById('cmp-plot-diff').data") is None
     # Both sides are still shown, each with its own tokens.
-    assert plot_ticks(page, "#cmp-plot-a", "y") == post(server, "/api/attention", {"text": a})["tokens"]
-    assert plot_ticks(page, "#cmp-plot-b", "y") == post(server, "/api/attention", {"text": b})["tokens"]
+    assert plot_ticks(page, "#cmp-plot-a", "y") == post(server, "/api/attention", {"text": a})["labels"]
+    assert plot_ticks(page, "#cmp-plot-b", "y") == post(server, "/api/attention", {"text": b})["labels"]
     shot(page, "compare-misaligned")
 
 
@@ -308,7 +308,7 @@ def test_explain_walks_seven_steps_and_softmax_equals_attention(page, server):  
         assert card.locator(".mplot").count() == card.locator("figcaption").count()
 
     att = attention(server, text, "custom")  # (1, 12, T, T)
-    tokens = post(server, "/api/attention", {"text": text, "model": "custom"})["tokens"]
+    tokens = post(server, "/api/attention", {"text": text, "model": "custom"})["labels"]  # what the ticks show
     T = len(tokens)
     softmax = plot_z(page, '.mplot[data-step="4"][data-matrix="A"]')
     np.testing.assert_allclose(softmax, att[0, 3], atol=TOL)
@@ -335,7 +335,7 @@ def test_pair_run_shows_both_segments_and_the_boundary(page, server):  # type: i
     run_text(page, text)
     resp = post(server, "/api/attention", {"text": text, "text_pair": pair})
     tokens, segments = resp["tokens"], resp["segments"]
-    assert ticks(page, "y") == tokens and ticks(page, "x") == tokens
+    assert ticks(page, "y") == resp["labels"] and ticks(page, "x") == resp["labels"]
     assert tokens.count("[SEP]") == 2 and set(segments) == {0, 1}
     boundary = segments.index(1)
     shapes = page.evaluate("document.getElementById('heatmap').layout.shapes")

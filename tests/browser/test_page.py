@@ -68,11 +68,12 @@ def test_run_draws_the_api_tokens_with_hover(page, server, recorder):  # type: i
     assert "minilm" in page.input_value("#model")
 
     run_text(page, SENTENCE)
-    tokens = api(server, SENTENCE)["tokens"]
+    resp = api(server, SENTENCE)
+    tokens = resp["labels"]  # what each token covers in the text (uncased minilm: "The", not "the")
     # Repeated tokens ("the", "cat") keep their own rows and columns: one tick per token, in order.
     assert ticks(page, "y") == tokens
     assert ticks(page, "x") == tokens
-    assert tokens.count("the") == 3
+    assert [t.lower() for t in tokens].count("the") == 3
 
     expected = api(server, SENTENCE)["attention"][0][0]
     tip = hover_cell(page, 2, 3)
@@ -126,7 +127,7 @@ def test_layer_head_aggregates_switch_in_the_page(page, server, recorder):  # ty
     before = renders(page)
     page.check("#hide-special")
     wait_render(page, before)
-    assert ticks(page, "y") == api(server, SENTENCE)["tokens"][1:-1]
+    assert ticks(page, "y") == api(server, SENTENCE)["labels"][1:-1]
     np.testing.assert_allclose(np.array(shown(page)["z"]).sum(axis=1), 1, atol=1e-3)
 
     assert attention_requests(recorder.requests) == sent, "switching must not ask the server again"
@@ -146,7 +147,7 @@ def test_merge_words_sums_keys_and_averages_queries(page, server):  # type: igno
             words[-1].append(i)
         else:
             words.append([i])
-    labels = ["".join(tokens[j].removeprefix("##") for j in w) for w in words]
+    labels = ["".join(resp["labels"][j] for j in w) for w in words]  # the text the pieces cover
     assert ticks(page, "y") == labels
     a = np.array(resp["attention"][1][4])
     expected = np.array([[a[np.ix_(q, k)].sum(axis=1).mean() for k in words] for q in words])
@@ -250,7 +251,7 @@ def test_hostile_text_stays_inert(page, server):  # type: ignore[no-untyped-def]
     # 1. Real text through the real model: BERT splits the markup into pieces; all stay text.
     hostile = "<img src=x onerror=alert(1)> <b>x</b> <script>alert(2)</script>"
     run_text(page, hostile)
-    assert ticks(page, "y") == api(server, hostile)["tokens"]
+    assert ticks(page, "y") == api(server, hostile)["labels"]
     assert "<" in ticks(page, "y") and "script" in ticks(page, "y")
     assert page.url.count("<") == 0, "the shared URL carries the text percent-encoded"
 
@@ -314,11 +315,12 @@ def test_long_input_unicode_and_errors(page, server):  # type: ignore[no-untyped
     _record_timing(f"model_grid_render_ms_{n}_tokens", float(page.get_attribute("#app", "data-render-ms")))
     page.click("#tab-head")
 
-    # CJK, RTL and emoji: the labels are the tokens; [UNK] is visibly marked.
+    # CJK, RTL and emoji: the labels are the text each token covers (the response's labels); [UNK] is
+    # visibly marked.
     mixed = "日本語 שלום עולם 😀"
     run_text(page, mixed)
     resp = api(server, mixed)
-    expected = ["⟨UNK⟩" if u else t for t, u in zip(resp["tokens"], resp["unknown"], strict=True)]
+    expected = ["⟨UNK⟩" if u else label for label, u in zip(resp["labels"], resp["unknown"], strict=True)]
     assert ticks(page, "y") == expected
     assert any(resp["unknown"]) and "⟨UNK⟩" in ticks(page, "x")
     shot(page, "unicode")
@@ -351,7 +353,7 @@ def test_exports(page, server):  # type: ignore[no-untyped-def]
     lines = dl.value.path().read_text(encoding="utf-8-sig").splitlines()
     assert len(lines) == len(resp["tokens"]) + 1
     header = [f.strip('"') for f in lines[0].split(",")]
-    assert header[1:] == resp["tokens"]
+    assert header[1:] == resp["labels"]  # the CSV is labelled with what the tokens cover
     first = [float(v) for v in lines[1].split(",")[1:]]
     np.testing.assert_allclose(first, resp["attention"][1][2][0], atol=WEIGHT_TOL)
 

@@ -53,6 +53,74 @@ test("unknown tokens are labelled ⟨UNK⟩", () => {
   assert.deepEqual(groupTokens(resp, { hideSpecial: false, mergeWords: false }).map((x) => x.label), ["⟨UNK⟩", "x"]);
 });
 
+// word_ids (from the API: tokenizer words; jieba words in Chinese runs; null for punctuation and
+// special tokens) decide the merge when the response has them; labels are what the words read as.
+
+test("word_ids: a Chinese BERT's one-character tokens group into jieba's words, 。 stays alone", () => {
+  // 注意力机制。 -> 注意力 / 机制 / 。 (word 0, word 1, punctuation)
+  const resp = {
+    tokens: ["[CLS]", "注", "意", "力", "机", "制", "。", "[SEP]"],
+    labels: ["[CLS]", "注", "意", "力", "机", "制", "。", "[SEP]"],
+    word_ids: [null, 0, 0, 0, 1, 1, null, null],
+    special: [true, false, false, false, false, false, false, true],
+    offsets: [null, [0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6], null],
+    segments: [0, 0, 0, 0, 0, 0, 0, 0],
+  };
+  const g = groupTokens(resp, { hideSpecial: false, mergeWords: true });
+  assert.deepEqual(g.map((x) => x.label), ["[CLS]", "注意力", "机制", "。", "[SEP]"]);
+  assert.deepEqual(g.map((x) => x.members), [[0], [1, 2, 3], [4, 5], [6], [7]]);
+  assert.deepEqual(g[1].raw, "注 意 力");
+  // Hidden special tokens, then merged: the same words without [CLS] and [SEP].
+  const h = groupTokens(resp, { hideSpecial: true, mergeWords: true });
+  assert.deepEqual(h.map((x) => x.members), [[1, 2, 3], [4, 5], [6]]);
+});
+
+test("word_ids: byte-level BPE pieces read as text; a character split over two tokens is whole once", () => {
+  // 注意力机制。 in a byte-level BPE: 注意 | first byte of 力 | its other two bytes | 机制 | 。
+  // The labels show 力 on the first of its tokens and … on the second; the word reads 注意力.
+  const resp = {
+    tokens: ["æ³¨æĦı", "å", "ĬĽ", "æľºåĪ¶", "ãĢĤ"],
+    labels: ["注意", "力", "…", "机制", "。"],
+    word_ids: [0, 0, 0, 1, null],
+    special: [false, false, false, false, false],
+    offsets: [[0, 2], [2, 3], [2, 3], [3, 5], [5, 6]],
+  };
+  const g = groupTokens(resp, { hideSpecial: false, mergeWords: true });
+  assert.deepEqual(g.map((x) => x.label), ["注意力", "机制", "。"]);
+  assert.deepEqual(g.map((x) => x.members), [[0, 1, 2], [3], [4]]);
+  assert.equal(g[0].raw, "æ³¨æĦı å ĬĽ"); // the tokenizer's own strings, for the tooltip
+  // Unmerged, every token shows its label, not the byte string.
+  const u = groupTokens(resp, { hideSpecial: false, mergeWords: false });
+  assert.deepEqual(u.map((x) => x.label), ["注意", "力", "…", "机制", "。"]);
+});
+
+test("word_ids: English BPE with a space marker; punctuation is never part of a word", () => {
+  const resp = {
+    tokens: ["Hel", "lo", "Ġworld", "!"],
+    labels: ["Hel", "lo", "␣world", "!"],
+    word_ids: [0, 0, 1, null],
+    special: [false, false, false, false],
+    offsets: [[0, 3], [3, 5], [5, 11], [11, 12]],
+  };
+  const g = groupTokens(resp, { hideSpecial: false, mergeWords: true });
+  assert.deepEqual(g.map((x) => x.label), ["Hello", "␣world", "!"]);
+  assert.deepEqual(g.map((x) => x.members), [[0, 1], [2], [3]]);
+});
+
+test("word_ids: mixed Chinese and English in one run; equal ids in two segments never join", () => {
+  // "用BERT看注意力" -> 用 / BERT (WordPiece BE ##RT) / 看 / 注意力
+  const resp = {
+    tokens: ["用", "be", "##rt", "看", "注", "意", "力"],
+    labels: ["用", "BE", "RT", "看", "注", "意", "力"],
+    word_ids: [0, 1, 1, 2, 3, 3, 3],
+    special: [false, false, false, false, false, false, false],
+    segments: [0, 0, 0, 0, 0, 1, 1],
+  };
+  const g = groupTokens(resp, { hideSpecial: false, mergeWords: true });
+  assert.deepEqual(g.map((x) => x.label), ["用", "BERT", "看", "注", "意力"]);
+  assert.deepEqual(g.map((x) => x.members), [[0], [1, 2], [3], [4], [5, 6]]);
+});
+
 // A = [[0.5, 0.25, 0.25],
 //      [0.2, 0.6,  0.2 ],
 //      [0.1, 0.3,  0.6 ]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 import plotly
@@ -30,7 +31,11 @@ templates = Jinja2Templates(directory=TEMPLATES_DIR)
 # The definitions of the head statistics and rollout (one source): the help renders them, the scripts
 # read them from the page (#app data-definitions).
 templates.env.globals["rollout"] = ROLLOUT
-templates.env.globals["definitions"] = page_definitions()
+_DEFINITIONS = page_definitions()
+# Defaults for a template rendered without them (the routes pass the reader's language).
+templates.env.globals["definitions"] = _DEFINITIONS
+templates.env.globals["lang"] = i18n.DEFAULT
+templates.env.globals["t"] = i18n.messages(i18n.DEFAULT)
 templates.env.filters["subscripts"] = lambda text: Markup(subscripts_html(str(text)))
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -38,6 +43,19 @@ SWAGGER_DIR = Path(fastapi_offline.__file__).parent / "static"
 PLOTLY_VERSION = plotly.__version__
 _CACHE = {"Cache-Control": "public, max-age=86400"}
 _ASSETS = CachedStaticFiles(directory=STATIC_DIR)
+
+
+def localized_definitions(lang: str) -> dict[str, Any]:
+    """The statistics' definitions with their names, units and help in ``lang`` (the catalogue's
+    ``stat.<id>.*``); ids and formulas stay. English is the definitions as they are."""
+    if lang == i18n.DEFAULT:
+        return _DEFINITIONS
+    msgs = i18n.messages(lang)
+    stats = []
+    for stat in _DEFINITIONS["stats"]:
+        local = {field: msgs.get(f"stat.{stat['id']}.{field}") for field in ("name", "short", "unit", "help")}
+        stats.append({**stat, **{k: v for k, v in local.items() if v is not None}})
+    return {**_DEFINITIONS, "stats": stats}
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -48,6 +66,7 @@ async def index(request: Request) -> HTMLResponse:
         "lang": lang,
         "languages": i18n.LANGUAGES,
         "t": i18n.messages(lang),
+        "definitions": localized_definitions(lang),
         "version": __version__,
         "root": request.scope.get("root_path", "").rstrip("/"),
         "assets": asset_version(STATIC_DIR),

@@ -59,13 +59,21 @@ def test_same_numbers_as_the_rest_api(client, minilm) -> None:  # type: ignore[n
     api = client.post("/api/attention", json=body).json()
     for key in ("tokens", "offsets", "special", "unknown", "segments", "layers", "heads", "truncated", "kind"):
         assert mine[key] == api[key], key
-    assert mine["attention"] == api["attention"]  # both written with 4 decimals: identical text
+    # The server runs minilm through the attention capture; a notebook's own model stays on eager attention
+    # (Headmap never switches a model it does not own). The two agree to ~1e-7, so a weight written with 4
+    # decimals may land one rounding step (1e-4) apart, never more.
+    step = 1e-4 + 1e-9
+    np.testing.assert_allclose(np.array(mine["attention"]), np.array(api["attention"]), atol=step, rtol=0)
     stats = client.post("/api/stats", json=body).json()
-    assert mine["stats"] == stats["stats"]
+    for name, value in stats["stats"].items():
+        if value is None:
+            assert mine["stats"][name] is None, name
+        else:
+            np.testing.assert_allclose(np.array(mine["stats"][name]), np.array(value), atol=step, rtol=0, err_msg=name)
     assert mine["cls_positions"] == stats["cls_positions"] and mine["sep_positions"] == stats["sep_positions"]
     agg = client.post("/api/aggregate", json={**body, "methods": ["mean", "max", "rollout"]}).json()
     for method in ("mean", "max", "rollout"):
-        assert mine["aggregates"][method] == agg[method], method
+        np.testing.assert_allclose(np.array(mine["aggregates"][method]), np.array(agg[method]), atol=step, rtol=0)
 
 
 def test_equals_transformers_eager_attentions(minilm) -> None:  # type: ignore[no-untyped-def]

@@ -177,8 +177,13 @@ def load_hf(
     return engine_of(name, model, tokenizer, description=description, source=source or path.name)
 
 
-def engine_of(name: str, model: Any, tokenizer: Any, *, description: str | None = None, source: str) -> HFEngine:
-    """An ``HFEngine`` over a loaded model and its fast tokenizer, with the facts ``/api/models`` reports."""
+def engine_of(
+    name: str, model: Any, tokenizer: Any, *, description: str | None = None, source: str, capture: bool = True
+) -> HFEngine:
+    """An ``HFEngine`` over a loaded model and its fast tokenizer, with the facts ``/api/models`` reports.
+
+    ``capture``: switch the model to the attention capture when it supports it (``enable_capture``). A model
+    the caller owns (notebooks) is left on eager attention, so its own ``output_attentions`` keeps working."""
     config = model.config
     kind = _kind(config)
     layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
@@ -202,5 +207,5 @@ def engine_of(name: str, model: Any, tokenizer: Any, *, description: str | None 
         source=source,
         model=model,
         uses_token_types=(types := "token_type_ids" in tokenizer.model_input_names),
-        capture=enable_capture(model, types),
+        capture=enable_capture(model, types) if capture else False,
     )

@@ -34,4 +34,4 @@ def engine_from_model(model: Any, tokenizer: Any, name: str | None = None) -> HF
             config._attn_implementation = "eager"
     model.eval()
     label = name or Path(str(getattr(config, "_name_or_path", "") or config.model_type)).name  # hub id or folder
-    return engine_of(str(label), model, tokenizer, source="memory")
+    return engine_of(str(label), model, tokenizer, source="memory", capture=False)  # the user's model stays eager

@@ -4,7 +4,7 @@
 
 function embedded() {
   const raw = globalThis.document?.getElementById("app")?.dataset.definitions;
-  return raw ? JSON.parse(raw) : { default_stat: null, stats: [], rollout: null };
+  return raw ? JSON.parse(raw) : { default_stat: null, stats: [], rollout: null, measures: {}, detectors: {}, similarity: null };
 }
 
 const definitions = embedded();
@@ -14,3 +14,14 @@ export const STATS = Object.freeze(definitions.stats);
 export const DEFAULT_STAT = definitions.default_stat;
 /** {source, step, product, explanation, help} */
 export const ROLLOUT = definitions.rollout;
+/** {id: {title, formula, reference}}: weights, norms, layer_norms, flow, rollout, alti, alti_rollout. */
+export const MEASURES = Object.freeze(definitions.measures ?? {});
+/** {id: {title, formula, reference}} of the head detectors (POST /api/heads), in their order. */
+export const DETECTORS = Object.freeze(definitions.detectors ?? {});
+/** {title, formula, reference} of head similarity (POST /api/stats similarity: true). */
+export const SIMILARITY = definitions.similarity ?? null;
+
+/** A measure's help line: "Title: formula (reference)". */
+export function measureHelp(def) {
+  return def ? `${def.title}: ${def.formula} (${def.reference})` : "";
+}

@@ -4,6 +4,7 @@
 // A run is one response and what is kept of it: {id, resp, tensor, aggs: Aggregates, request, ...}.
 // Token groups are memoised on the run (run.groups, keyed by the two display options).
 
+import { isServerAgg } from "./measures.js";
 import { groupTokens, project } from "./tokens.js";
 
 /** Rows and columns shown for the state's hide/merge options. */
@@ -21,19 +22,21 @@ export function reshape(run, state, base, agg) {
   const g = groupsOf(run, state);
   const T = run.tensor.size;
   const hidden = g.reduce((n, x) => n + x.members.length, 0) < T;
-  // Max over heads is not row-stochastic, so hidden columns are dropped without renormalising.
-  return project(base, T, g, hidden && agg !== "max");
+  // Max over heads and norms are not row-stochastic, so hidden columns are dropped without renormalising.
+  return project(base, T, g, hidden && agg !== "max" && agg !== "norms");
 }
 
 /** True when the state's matrix is not at hand yet (rollout of a long input runs in a worker). */
 export function isPending(run, state) {
+  if (isServerAgg(state.agg)) return !run.measures.has(state.agg);
   return state.agg === "rollout" && !run.aggs.rollout.done[state.layer];
 }
 
 /** The head view's matrix for the state (n x n Float32Array, n = groupsOf(...).length). */
 export async function shownMatrix(run, state) {
   const { agg, layer, head } = state;
-  return reshape(run, state, await run.aggs.get(agg, layer, head), agg);
+  const source = isServerAgg(agg) ? run.measures : run.aggs; // norms, flow, ALTI: asked of the server once
+  return reshape(run, state, await source.get(agg, layer, head), agg);
 }
 
 /** The model view's matrix of layer l, head h (never an aggregate: the grid shows single heads). */
@@ -50,6 +53,10 @@ export function title(run, state) {
     mean: `${model} · layer ${state.layer} · mean over ${H} heads`,
     max: `${model} · layer ${state.layer} · max over ${H} heads`,
     rollout: `${model} · attention rollout, layers 0–${state.layer}`,
+    norms: `${model} · layer ${state.layer} · head ${state.head} · norm-based ‖α·f(x)‖`,
+    flow: `${model} · attention flow, layers 0–${state.layer}`,
+    alti: `${model} · layer ${state.layer} · ALTI contributions`,
+    alti_rollout: `${model} · ALTI rolled out, layers 0–${state.layer}`,
   };
   const extra = [state.hide && "special tokens hidden", state.merge && "words merged"].filter(Boolean);
   return [parts[state.agg], ...extra].join(" · ");

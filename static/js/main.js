@@ -11,7 +11,9 @@ import { DEFAULT_STAT, STATS } from "./definitions.js";
 import { $ } from "./dom.js";
 import { ExplainView } from "./explain.js";
 import { ModelGrid } from "./grid.js";
-import { HeadView } from "./heatmap.js";
+import { HeadTypesView } from "./headtypes.js";
+import { HeadView, perHead } from "./heatmap.js";
+import { ServerMeasures } from "./measures.js";
 import { StatsView } from "./stats.js";
 import { Store } from "./store.js";
 import { tensorFromResponse } from "./tensor.js";
@@ -27,6 +29,7 @@ const ERROR_TITLES = {
   model_not_found: "Unknown model",
   pair_unsupported: "This model takes one segment only",
   payload_too_large: "Request too large",
+  measure_unsupported: "This model cannot give that measure",
   too_many_tokens: "Input too long",
   not_ready: "Models are still loading",
   overloaded: "The server is busy",
@@ -60,7 +63,7 @@ const progress = {
 /** Open one head in the head view (from the model grid or the statistics). */
 function openHead(layer, head) {
   tooltip.hide();
-  store.setState({ view: "head", agg: "head", layer, head });
+  store.setState({ view: "head", agg: perHead(store.state.agg), layer, head });
   headView.el.focus({ preventScroll: true });
 }
 
@@ -69,6 +72,7 @@ const views = new Views({
   head: headView,
   model: new ModelGrid($("grid"), tooltip, openHead),
   stats: new StatsView(tooltip, openHead, (stat) => store.setState({ stat })),
+  heads: new HeadTypesView(tooltip, openHead),
   compare: new CompareView(tooltip, (cmp) => store.setState({ cmp })),
   explain: new ExplainView(tooltip, (model) => {
     controls.setInputs({ model });
@@ -182,6 +186,7 @@ async function runText() {
       resp,
       tensor,
       aggs: new Aggregates(tensor),
+      measures: new ServerMeasures(req), // norms, flow, ALTI: fetched when first shown
       request: req,
       kind: controls.modelInfoFor(resp.model)?.kind ?? resp.kind,
       models: controls.models,
@@ -266,7 +271,7 @@ function bindEvents() {
   const on = (el, type, patch) => el.addEventListener(type, () => store.setState(patch()));
   on(controls.aggregate, "change", () => ({ agg: controls.aggregate.value }));
   on(controls.layer, "input", () => ({ layer: Number(controls.layer.value) }));
-  on(controls.head, "input", () => ({ head: Number(controls.head.value), agg: "head" }));
+  on(controls.head, "input", () => ({ head: Number(controls.head.value), agg: perHead(store.state.agg) }));
   on(controls.hide, "change", () => ({ hide: controls.hide.checked }));
   on(controls.merge, "change", () => ({ merge: controls.merge.checked }));
   on(controls.scale, "change", () => ({ scale: controls.scale.value }));

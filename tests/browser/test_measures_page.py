@@ -120,7 +120,8 @@ def test_head_types_map_and_similarity_open_heads(page, server):  # type: ignore
     scores = np.array([heads["scores"][k] for k in ids])  # [detectors, L, H]
     cells = page.evaluate(
         """[...document.querySelectorAll('#heads-map button.type-cell')].map(b =>
-             [Number(b.dataset.layer), Number(b.dataset.head), b.dataset.detector, getComputedStyle(b).backgroundColor])"""
+             [Number(b.dataset.layer), Number(b.dataset.head), b.dataset.detector,
+              getComputedStyle(b).backgroundColor])"""
     )
     swatch = dict(
         page.evaluate(

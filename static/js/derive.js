@@ -53,6 +53,7 @@ export function title(run, state) {
     mean: `${model} · layer ${state.layer} · mean over ${H} heads`,
     max: `${model} · layer ${state.layer} · max over ${H} heads`,
     rollout: `${model} · attention rollout, layers 0–${state.layer}`,
+    // catalogue keys title.norms, title.flow, title.alti, title.alti_rollout (app/i18n/*.json)
     norms: `${model} · layer ${state.layer} · head ${state.head} · norm-based ‖α·f(x)‖`,
     flow: `${model} · attention flow, layers 0–${state.layer}`,
     alti: `${model} · layer ${state.layer} · ALTI contributions`,

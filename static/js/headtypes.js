@@ -2,6 +2,9 @@
 // score above a threshold (POST /api/heads), and the heads' similarity as 2-D MDS points coloured by
 // layer (POST /api/stats with similarity: true). Clicking a cell or a point opens that head.
 // Detector and similarity definitions: app/attention/definitions.py, in the page as definitions.js.
+// User-facing strings are English here; their catalogue keys (app/i18n/*.json) are heads.loading,
+// heads.failed, heads.none, heads.cell, similarity.loading, similarity.failed, similarity.plot_title,
+// similarity.layer (to be read through the page's catalogue once it is wired into the scripts).
 
 import { getHeads, getSimilarity } from "./api.js";
 import { RequestCache } from "./cache.js";

@@ -86,6 +86,7 @@ export class HeadView {
       // A measure the server refuses (413 past its length bound, 422 for a model without it) is said in
       // place of the heatmap, with the API's detail; the other views and aggregates keep working.
       if (err instanceof ApiError) {
+        // catalogue key agg.unavailable (app/i18n/*.json)
         this.setMessage(`${MEASURES[state.agg]?.title ?? state.agg} is not available here (${err.status} · ${err.code}): ${err.detail}`);
         throw Object.assign(err, { shown: true });
       }

@@ -3,7 +3,7 @@
 // and status display. No application logic here; main.js turns control events into store.setState.
 
 import { SCALES } from "./colors.js";
-import { MEASURES, measureHelp } from "./definitions.js";
+import { MEASURES, measureHelp, setFormula } from "./definitions.js";
 import { $ } from "./dom.js";
 
 export class Controls {
@@ -72,7 +72,7 @@ export class Controls {
   /** Set the display options, selectors and tabs from the state (store.js). */
   render(state) {
     this.aggregate.value = state.agg;
-    this.aggHelp.textContent = measureHelp(MEASURES[state.agg === "head" ? "weights" : state.agg]);
+    setFormula(this.aggHelp, measureHelp(MEASURES[state.agg === "head" ? "weights" : state.agg]));
     this.hide.checked = state.hide;
     this.merge.checked = state.merge;
     this.scale.value = state.scale;

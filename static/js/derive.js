@@ -44,6 +44,9 @@ export function gridMatrix(run, state, l, h) {
   return reshape(run, state, run.aggs.getSync("head", l, h), "head");
 }
 
+/** The colour bar's title for the measures that are not attention weights. */
+const ZLABELS = { norms: "norm", flow: "flow", alti: "contribution", alti_rollout: "contribution" };
+
 /** The head view's title: model, what is shown, and the display options in force. */
 export function title(run, state) {
   const { model } = run.resp;
@@ -88,5 +91,6 @@ export async function shownView(run, state) {
     zmax,
     boundaries,
     revision: `${run.id}:${state.hide}:${state.merge}`,
+    zlabel: ZLABELS[state.agg] ?? "weight",
   };
 }

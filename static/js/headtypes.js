@@ -8,7 +8,7 @@
 
 import { getHeads, getSimilarity } from "./api.js";
 import { RequestCache } from "./cache.js";
-import { DETECTORS, measureHelp, SIMILARITY } from "./definitions.js";
+import { DETECTORS, measureHelp, setFormula, SIMILARITY } from "./definitions.js";
 import { $ } from "./dom.js";
 import { FONT, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
 
@@ -60,10 +60,8 @@ export class HeadTypesView {
     this.similarity = new RequestCache(4);
     this.last = null; // {run, state} last shown, to redraw on a threshold change
     this.simBound = false;
-    $("heads-help").textContent = Object.values(DETECTORS)
-      .map((d) => measureHelp(d))
-      .join(" · ");
-    $("sim-help").textContent = measureHelp(SIMILARITY);
+    setFormula($("heads-help"), Object.values(DETECTORS).map((d) => measureHelp(d)).join(" · "));
+    setFormula($("sim-help"), measureHelp(SIMILARITY));
     this.threshold.value = String(DEFAULT_THRESHOLD);
     this.threshold.addEventListener("input", () => this.last && this.drawMap(this.last.resp, this.last.state));
     this.map.addEventListener("click", (ev) => {

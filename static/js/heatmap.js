@@ -190,7 +190,7 @@ export class HeadView {
       xgap: 0,
       ygap: 0,
       colorbar: {
-        title: { text: "weight", side: "right" },
+        title: { text: view.zlabel ?? "weight", side: "right" },
         thickness: 12,
         outlinewidth: 0,
         len: 0.9,

@@ -7,7 +7,7 @@ import { Aggregates } from "./aggregate.js";
 import { ApiError, getAttention, getModels, setRoot } from "./api.js";
 import { CompareView } from "./compare.js";
 import { Controls } from "./controls.js";
-import { DEFAULT_STAT, STATS } from "./definitions.js";
+import { DEFAULT_STAT, setFormula, STATS } from "./definitions.js";
 import { $ } from "./dom.js";
 import { ExplainView } from "./explain.js";
 import { ModelGrid } from "./grid.js";
@@ -310,6 +310,7 @@ function bindEvents() {
 
 async function start() {
   setPageState("loading");
+  for (const el of document.querySelectorAll("[data-formula]")) setFormula(el, el.textContent); // help's measures
   if (!window.Plotly) {
     showError(new Error("plotly.js did not load (/vendor/plotly.min.js)."));
     return;

@@ -46,6 +46,9 @@ def set_layer(page, layer: int) -> None:  # type: ignore[no-untyped-def]
 def test_flow_alti_norms_equal_the_api_and_refusals_show_in_place(page, server):  # type: ignore[no-untyped-def]
     page.goto(server + "/")
     wait_ready(page)
+    # The help lists each measure from the definitions, formulas with sub/superscripts, identifiers intact.
+    assert page.locator("#help-norms [data-formula] sub").count() > 0
+    assert "maximum_flow" in page.text_content("#help-flow")
     run_text(page, SHORT)
     agg = post(server, "/api/aggregate", {"text": SHORT, "methods": ["flow", "alti", "alti_rollout"]})
     flow = np.array(agg["flow"])  # [L, T, T]

@@ -161,7 +161,8 @@ def subscripts_html(formula: str) -> str:
 
 
 def page_definitions() -> dict[str, Any]:
-    """What the page's scripts get (embedded in ``index.html``): the statistics with their plain-text help."""
+    """What the page's scripts get (embedded in ``index.html``): the statistics with their plain-text help,
+    the measures of the "Show" selector, the head detectors and head similarity (title, formula, reference)."""
     return {
         "default_stat": DEFAULT_STATISTIC,
         "stats": [
@@ -169,6 +170,10 @@ def page_definitions() -> dict[str, Any]:
             for s in STATISTICS
         ],
         "rollout": {**asdict(ROLLOUT), "help": ROLLOUT.text(markdown=False)},
+        # Issue 15: the "Show" selector's measures, the head detectors and head similarity (defined below).
+        "measures": MEASURES,
+        "detectors": DETECTORS,
+        "similarity": SIMILARITY,
     }
 
 

@@ -57,8 +57,9 @@ export async function getModels(signal) {
  * POST /api/attention with the compact encoding.
  * @returns {Promise<{data: object, serverMs: number|null, bytes: number}>}
  */
-export async function getAttention({ text, pair, model, truncate }, signal) {
+export async function getAttention({ text, pair, model, truncate, measure }, signal) {
   const body = { text, model, encoding: "compact", truncate: Boolean(truncate) };
+  if (measure) body.measure = measure; // "norms": per-head vector norms instead of weights
   if (pair) body.text_pair = pair;
   const response = await request("/api/attention", {
     method: "POST",
@@ -107,4 +108,19 @@ export function getCompare(body, signal) {
 /** POST /api/explain (a model of kind custom) -> {tokens, head, head_size, steps: [{step, key, title, ...}]} */
 export function getExplain(req, head, signal) {
   return postJson("/api/explain", { ...inputOf(req), head }, signal);
+}
+
+/** POST /api/aggregate -> {tokens, layers, heads, mean?, max?, rollout?, flow?, alti?, alti_rollout?: [layer][query][key]} */
+export function getAggregate(req, methods, signal) {
+  return postJson("/api/aggregate", { ...inputOf(req), methods }, signal);
+}
+
+/** POST /api/heads -> {model, num_layers, num_heads, tokens, random_tokens, seed, scores: {detector: [layer][head] | null}, definitions} */
+export function getHeads(req, signal) {
+  return postJson("/api/heads", inputOf(req), signal);
+}
+
+/** POST /api/stats with similarity: true -> the statistics plus {similarity: {heads, distance, embedding, definition}} */
+export function getSimilarity(req, signal) {
+  return postJson("/api/stats", { ...inputOf(req), similarity: true }, signal);
 }

@@ -144,6 +144,12 @@ export class CompareView {
       this.setStatus("idle", t("compare.need_b"));
       return;
     }
+    if (!["head", "mean", "max", "rollout"].includes(agg)) {
+      // norms, flow and ALTI are not in /api/compare: say so instead of asking for a 422.
+      this.results.hidden = true;
+      this.setStatus("error", "Compare shows one head, mean, max or rollout: pick one of them in Show.", "warn");
+      return;
+    }
     const { a, b, truncate } = this.inputs;
     const ia = this.info(a.model);
     const ib = this.info(b.model);

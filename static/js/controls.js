@@ -3,6 +3,7 @@
 // and status display. No application logic here; main.js turns control events into store.setState.
 
 import { SCALES } from "./colors.js";
+import { MEASURES, measureHelp, setFormula } from "./definitions.js";
 import { $ } from "./dom.js";
 import { t } from "./i18n.js";
 
@@ -40,9 +41,10 @@ export class Controls {
     this.headSlider = $("head-slider");
     this.selectors = $("selectors");
     this.aggField = $("agg-field");
+    this.aggHelp = $("agg-help");
     this.layerSlider = $("layer-slider");
-    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), compare: $("tab-compare"), explain: $("tab-explain") };
-    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), compare: $("compare-view"), explain: $("explain-view") };
+    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain") };
+    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view") };
     this.view = "head";
     this.empty = $("empty");
     this.exports = [$("export-png"), $("export-csv"), $("export-json"), $("share")];
@@ -76,6 +78,7 @@ export class Controls {
   /** Set the display options, selectors and tabs from the state (store.js). */
   render(state) {
     this.aggregate.value = state.agg;
+    setFormula(this.aggHelp, measureHelp(MEASURES[state.agg === "head" ? "weights" : state.agg]));
     this.hide.checked = state.hide;
     this.merge.checked = state.merge;
     this.scale.value = state.scale;
@@ -120,7 +123,7 @@ export class Controls {
 
   syncAggregate() {
     // The explainer follows one head whatever the head view's aggregate is.
-    const single = this.aggregate.value === "head" || this.view === "explain";
+    const single = ["head", "norms"].includes(this.aggregate.value) || this.view === "explain";
     this.headSlider.classList.toggle("inactive", !single);
   }
 

@@ -5,6 +5,7 @@
 // Token groups are memoised on the run (run.groups, keyed by the two display options).
 
 import { t } from "./i18n.js";
+import { isServerAgg } from "./measures.js";
 import { groupTokens, project } from "./tokens.js";
 
 /** Rows and columns shown for the state's hide/merge options. */
@@ -22,25 +23,30 @@ export function reshape(run, state, base, agg) {
   const g = groupsOf(run, state);
   const T = run.tensor.size;
   const hidden = g.reduce((n, x) => n + x.members.length, 0) < T;
-  // Max over heads is not row-stochastic, so hidden columns are dropped without renormalising.
-  return project(base, T, g, hidden && agg !== "max");
+  // Max over heads and norms are not row-stochastic, so hidden columns are dropped without renormalising.
+  return project(base, T, g, hidden && agg !== "max" && agg !== "norms");
 }
 
 /** True when the state's matrix is not at hand yet (rollout of a long input runs in a worker). */
 export function isPending(run, state) {
+  if (isServerAgg(state.agg)) return !run.measures.has(state.agg);
   return state.agg === "rollout" && !run.aggs.rollout.done[state.layer];
 }
 
 /** The head view's matrix for the state (n x n Float32Array, n = groupsOf(...).length). */
 export async function shownMatrix(run, state) {
   const { agg, layer, head } = state;
-  return reshape(run, state, await run.aggs.get(agg, layer, head), agg);
+  const source = isServerAgg(agg) ? run.measures : run.aggs; // norms, flow, ALTI: asked of the server once
+  return reshape(run, state, await source.get(agg, layer, head), agg);
 }
 
 /** The model view's matrix of layer l, head h (never an aggregate: the grid shows single heads). */
 export function gridMatrix(run, state, l, h) {
   return reshape(run, state, run.aggs.getSync("head", l, h), "head");
 }
+
+/** The colour bar's title for the measures that are not attention weights. */
+const ZLABELS = { norms: "norms", flow: "flow", alti: "contribution", alti_rollout: "contribution" };  // heatmap.zlabel.*
 
 /** The head view's title: model, what is shown, and the display options in force. */
 export function title(run, state) {
@@ -51,6 +57,10 @@ export function title(run, state) {
     mean: () => t("title.mean", { model, layer: state.layer, heads: H }),
     max: () => t("title.max", { model, layer: state.layer, heads: H }),
     rollout: () => t("title.rollout", { model, layer: state.layer }),
+    norms: () => t("title.norms", { model, layer: state.layer, head: state.head }),
+    flow: () => t("title.flow", { model, layer: state.layer }),
+    alti: () => t("title.alti", { model, layer: state.layer }),
+    alti_rollout: () => t("title.alti_rollout", { model, layer: state.layer }),
   };
   const extra = [state.hide && t("title.hidden"), state.merge && t("title.merged")].filter(Boolean);
   return [parts[state.agg](), ...extra].join(" · ");
@@ -81,5 +91,6 @@ export async function shownView(run, state) {
     zmax,
     boundaries,
     revision: `${run.id}:${state.hide}:${state.merge}`,
+    zlabel: state.agg in ZLABELS ? t(`heatmap.zlabel.${ZLABELS[state.agg]}`) : t("heatmap.colorbar"),
   };
 }

@@ -6,7 +6,9 @@
 // switch at 128 tokens cost about twice as much as drawing the cells. The overlay only changes when
 // the tokens, the zoom or the size do. PNG export puts the labels back as Plotly ticks.
 
+import { ApiError } from "./api.js";
 import { plotlyScale } from "./colors.js";
+import { MEASURES } from "./definitions.js";
 import { isPending, shownView } from "./derive.js";
 import * as exporter from "./exporter.js";
 import { axisBase, FONT, labelPx, shortLabel as short, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
@@ -39,6 +41,9 @@ export function tickPositions(lo, hi, px) {
   for (let i = Math.ceil(first / step) * step; i <= last; i += step) out.push(i);
   return out;
 }
+
+/** The aggregate a head change shows: per-head norms stay norms, anything else becomes one head. */
+export const perHead = (agg) => (agg === "norms" ? "norms" : "head");
 
 export class HeadView {
   /**
@@ -73,15 +78,39 @@ export class HeadView {
     this.run = run;
     this.state = state;
     const slow = isPending(run, state);
-    if (slow) this.progress.start(t("status.rollout"));
+    if (slow) this.progress.start(state.agg === "rollout" ? t("status.rollout") : t("agg.computing", { measure: t(`agg.${state.agg}`) }));
     let view;
     try {
       view = await shownView(run, state);
+    } catch (err) {
+      if (signal?.aborted) return;
+      // A measure the server refuses (413 past its length bound, 422 for a model without it) is said in
+      // place of the heatmap, with the API's detail; the other views and aggregates keep working.
+      if (err instanceof ApiError) {
+        // catalogue key agg.unavailable (app/i18n/*.json)
+        this.setMessage(`${MEASURES[state.agg]?.title ?? state.agg} is not available here (${err.status} · ${err.code}): ${err.detail}`);
+        throw Object.assign(err, { shown: true });
+      }
+      throw err;
     } finally {
       if (slow) this.progress.stop();
     }
     if (signal?.aborted) return; // the state moved on while rollout ran; a newer show() follows
+    this.setMessage("");
     await this.draw(view);
+  }
+
+  /** Show `text` instead of the heatmap ("" shows the heatmap again). */
+  setMessage(text) {
+    const box = document.getElementById("heatmap-message");
+    if (box) {
+      box.textContent = text;
+      box.hidden = !text;
+    }
+    this.el.hidden = Boolean(text);
+    this.labels.hidden = Boolean(text);
+    this.el.dataset.status = text ? "error" : "ready";
+    if (text) this.tooltip.hide();
   }
 
   hide() {
@@ -108,7 +137,7 @@ export class HeadView {
     const { layer, head } = store.state;
     const clamp = (v, n) => Math.min(n - 1, Math.max(0, v));
     const patch = { layer: clamp(layer + move[0], run.tensor.layers) };
-    if (move[1]) Object.assign(patch, { head: clamp(head + move[1], run.tensor.heads), agg: "head" });
+    if (move[1]) Object.assign(patch, { head: clamp(head + move[1], run.tensor.heads), agg: perHead(store.state.agg) });
     store.setState(patch);
   }
 
@@ -162,7 +191,7 @@ export class HeadView {
       xgap: 0,
       ygap: 0,
       colorbar: {
-        title: { text: t("heatmap.colorbar"), side: "right" },
+        title: { text: view.zlabel ?? t("heatmap.colorbar"), side: "right" },
         thickness: 12,
         outlinewidth: 0,
         len: 0.9,

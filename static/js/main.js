@@ -7,12 +7,14 @@ import { Aggregates } from "./aggregate.js";
 import { ApiError, getAttention, getModels, setRoot } from "./api.js";
 import { CompareView } from "./compare.js";
 import { Controls } from "./controls.js";
-import { DEFAULT_STAT, STATS } from "./definitions.js";
+import { DEFAULT_STAT, setFormula, STATS } from "./definitions.js";
 import { $ } from "./dom.js";
 import { ExplainView } from "./explain.js";
 import { ModelGrid } from "./grid.js";
-import { HeadView } from "./heatmap.js";
+import { HeadTypesView } from "./headtypes.js";
+import { HeadView, perHead } from "./heatmap.js";
 import { maybe, t } from "./i18n.js";
+import { ServerMeasures } from "./measures.js";
 import { StatsView } from "./stats.js";
 import { Store } from "./store.js";
 import { tensorFromResponse } from "./tensor.js";
@@ -48,7 +50,7 @@ const progress = {
 /** Open one head in the head view (from the model grid or the statistics). */
 function openHead(layer, head) {
   tooltip.hide();
-  store.setState({ view: "head", agg: "head", layer, head });
+  store.setState({ view: "head", agg: perHead(store.state.agg), layer, head });
   headView.el.focus({ preventScroll: true });
 }
 
@@ -57,6 +59,7 @@ const views = new Views({
   head: headView,
   model: new ModelGrid($("grid"), tooltip, openHead),
   stats: new StatsView(tooltip, openHead, (stat) => store.setState({ stat })),
+  heads: new HeadTypesView(tooltip, openHead),
   compare: new CompareView(tooltip, (cmp) => store.setState({ cmp })),
   explain: new ExplainView(tooltip, (model) => {
     controls.setInputs({ model });
@@ -170,6 +173,7 @@ async function runText() {
       resp,
       tensor,
       aggs: new Aggregates(tensor),
+      measures: new ServerMeasures(req), // norms, flow, ALTI: fetched when first shown
       request: req,
       kind: controls.modelInfoFor(resp.model)?.kind ?? resp.kind,
       models: controls.models,
@@ -255,7 +259,7 @@ function bindEvents() {
   const on = (el, type, patch) => el.addEventListener(type, () => store.setState(patch()));
   on(controls.aggregate, "change", () => ({ agg: controls.aggregate.value }));
   on(controls.layer, "input", () => ({ layer: Number(controls.layer.value) }));
-  on(controls.head, "input", () => ({ head: Number(controls.head.value), agg: "head" }));
+  on(controls.head, "input", () => ({ head: Number(controls.head.value), agg: perHead(store.state.agg) }));
   on(controls.hide, "change", () => ({ hide: controls.hide.checked }));
   on(controls.merge, "change", () => ({ merge: controls.merge.checked }));
   on(controls.scale, "change", () => ({ scale: controls.scale.value }));
@@ -311,6 +315,7 @@ function bindEvents() {
 
 async function start() {
   setPageState("loading");
+  for (const el of document.querySelectorAll("[data-formula]")) setFormula(el, el.textContent); // help's measures
   if (!window.Plotly) {
     showError(new Error(t("error.plotly_missing")));
     return;

@@ -6,8 +6,8 @@
 
 import { DEFAULT_SCALE, isScale } from "./colors.js";
 
-export const VIEWS = ["head", "model", "stats", "compare", "explain"];
-export const AGGS = ["head", "mean", "max", "rollout"];
+export const VIEWS = ["head", "model", "stats", "heads", "compare", "explain"];
+export const AGGS = ["head", "mean", "max", "rollout", "norms", "flow", "alti", "alti_rollout"];
 const RANGES = ["max", "one"];
 
 function int(value, fallback) {

@@ -3,7 +3,7 @@
 // and status display. No application logic here; main.js turns control events into store.setState.
 
 import { SCALES } from "./colors.js";
-import { MEASURES, measureHelp, setFormula } from "./definitions.js";
+import { MEASURES, setFormula } from "./definitions.js";
 import { $ } from "./dom.js";
 import { t } from "./i18n.js";
 
@@ -78,7 +78,17 @@ export class Controls {
   /** Set the display options, selectors and tabs from the state (store.js). */
   render(state) {
     this.aggregate.value = state.agg;
-    setFormula(this.aggHelp, measureHelp(MEASURES[state.agg === "head" ? "weights" : state.agg]));
+    // The measure's name and formula in the page's language; its citation as written (<cite>, not translated).
+    const id = state.agg === "head" ? "weights" : state.agg;
+    const def = MEASURES[id];
+    setFormula(this.aggHelp, def ? `${t(`measure.${id}.title`)}: ${t(`measure.${id}.help`)}` : "");
+    if (def) {
+      const cite = document.createElement("cite");
+      cite.className = "citation";
+      cite.lang = "en";
+      cite.textContent = ` (${def.reference})`;
+      this.aggHelp.append(cite);
+    }
     this.hide.checked = state.hide;
     this.merge.checked = state.merge;
     this.scale.value = state.scale;

@@ -25,6 +25,7 @@ from ..schemas.attention import AttentionRequest
 from . import attention as service
 from .attention import AttentionResult
 from .encoding import dumps, round_for_json
+from .scheduler import Scheduler
 
 #: Measures that need the model's inside (value vectors, LayerNorm), not only the weights.
 INTERNAL_MEASURES = ("norms", "alti", "alti_rollout")
@@ -77,16 +78,16 @@ def norms_body(engine: Engine, enc: Encoded, layers: list[int], heads: list[int]
     return dumps(service.norms_payload(result, heads_norms, layer_norms, encoding))
 
 
-async def attention_norms(registry: ModelRegistry, req: AttentionRequest) -> bytes | memoryview:
+async def attention_norms(registry: ModelRegistry, scheduler: Scheduler, req: AttentionRequest) -> bytes | memoryview:
     """Validate, tokenize and compute `/api/attention` with ``measure: norms``, off the event loop.
 
-    Runs its own forward pass with hooks (not through the batcher, like the explainer): 422 first when
-    the model cannot provide norms.
+    Runs its own forward pass with hooks (not batched, like the explainer) under the scheduler's admission
+    control, concurrency bound and time limit: 422 first when the model cannot provide norms.
     """
     engine, layers, heads = service.prepare(registry, req)
     require_internals(engine, "norms")
     enc = await run_in_threadpool(service.encode, engine, req)
-    return await run_in_threadpool(norms_body, engine, enc, layers, heads, req.encoding)
+    return await scheduler.call(lambda: norms_body(engine, enc, layers, heads, req.encoding))
 
 
 #: measure -> (setting, what it costs, what to use instead), for the 413 past each length bound.

@@ -38,7 +38,7 @@ async def attention(req: AttentionRequest, registry: RegistryDep, scheduler: Sch
     With `measure: norms`, the norm-based measure instead (Kobayashi et al. 2020) and `layer_norms`."""
     start = time.perf_counter()
     if req.measure == "norms":
-        return timed_json(await measures_service.attention_norms(registry, req), start)
+        return timed_json(await measures_service.attention_norms(registry, scheduler, req), start)
     result = await service.compute(registry, scheduler, req)
     body = await run_in_threadpool(service.render, result, req.encoding)
     del result  # the weights (75 MB at 512 tokens) are in the body now; free them before sending

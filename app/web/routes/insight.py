@@ -80,6 +80,9 @@ async def aggregate(
         measures_service.check_length("flow", len(result.enc), settings.flow_max_tokens)
     if "alti" in req.methods or "alti_rollout" in req.methods:
         measures_service.check_length("alti", len(result.enc), settings.alti_max_tokens)
+    if {"flow", "alti", "alti_rollout"} & set(req.methods):  # model work or seconds of max-flow: admitted like it
+        body = await scheduler.call(lambda: dumps(insight_service.aggregate_payload(result, req.methods)))
+        return timed_json(body, start)
     return await _respond(start, insight_service.aggregate_payload, result, req.methods)
 
 

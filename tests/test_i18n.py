@@ -83,6 +83,38 @@ def test_error_codes_stay_and_detail_follows_accept_language(client: TestClient)
     assert r.json() == {"error": "empty_text", "detail": "b：`text` 为空或只有空白。"}
     r = client.post("/api/attention", json={"text": "   "})  # no header: English as before
     assert r.json() == {"error": "empty_text", "detail": "`text` is empty or only whitespace."}
+    r = client.post("/api/attention", json={"text": "x", "model": "nope"}, headers=zh)
+    assert r.status_code == 404 and r.json()["error"] == "model_not_found"
+    assert r.json()["detail"].startswith("未知模型 'nope'；可用：") and "minilm" in r.json()["detail"]
+    r = client.post("/api/attention", json={"text": "x", "model": "nope"})
+    assert r.json()["detail"].startswith("Unknown model 'nope'; available: ")
+
+
+def test_not_ready_and_failed_model_details_follow_the_language() -> None:
+    """The registry's own refusals carry catalogue messages; a load failure's reason stays as the loader said it."""
+    from headmap.errors import APIError
+    from headmap.models.registry import ModelRegistry
+    from headmap.settings import Settings
+    from headmap.web.errors import _message
+
+    registry = ModelRegistry(Settings())
+    try:
+        registry.get("minilm")
+    except APIError as exc:  # nothing loaded yet: not ready
+        assert exc.status == 503 and exc.message is not None
+        assert _message("zh-CN", exc.message) == "模型仍在加载，请稍后重试。"
+    else:
+        raise AssertionError("an unloaded registry answered")
+    registry.ready = True
+    registry.failed = {"zh": "OSError: no such folder"}
+    try:
+        registry.get("zh")
+    except APIError as exc:
+        assert exc.status == 404 and exc.message is not None
+        assert _message("zh-CN", exc.message) == "未知模型 'zh'；可用：none。加载失败：OSError: no such folder"
+        assert exc.detail == "Unknown model 'zh'; available: none. It failed to load: OSError: no such folder"
+    else:
+        raise AssertionError("a failed model answered")
 
 
 def test_messages_endpoint(client: TestClient) -> None:

@@ -202,3 +202,20 @@ def test_page_follows_the_language_and_embeds_its_catalogue(web: TestClient) -> 
     web.cookies.clear()
     plain = web.get("/", headers={"Accept-Language": "en"}).text
     assert '<html lang="en">' in plain and f">{en['tab.head']}<" in plain
+
+
+def test_unknown_notice_links_to_a_help_page_in_the_readers_language(web: TestClient) -> None:
+    """The [UNK] notice's link works offline: a page of this server, in the page's language."""
+    import html as html_lib
+
+    from headmap import i18n
+
+    page = web.get("/", params={"lang": "zh-CN"}).text
+    assert re.search(r'<a id="unknown-link" href="/help/languages">', page)
+    for lang in ("zh-CN", "en"):
+        msgs = i18n.messages(lang)
+        r = web.get("/help/languages", params={"lang": lang})
+        assert r.status_code == 200 and f'<html lang="{lang}">' in r.text
+        for key in ("help.languages.title", "help.languages.bert", "help.languages.qwen"):
+            assert msgs[key] in html_lib.unescape(r.text), key
+        assert "HEADMAP_MODELS=" in r.text and "headmap models pull" in r.text

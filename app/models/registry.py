@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -139,8 +139,24 @@ class ModelRegistry:
         if engine is not None:
             return engine
         if not self.ready:
-            raise APIError(503, "not_ready", "Models are still loading; retry shortly.", {"Retry-After": "2"})
+            raise APIError(
+                503,
+                "not_ready",
+                "Models are still loading; retry shortly.",
+                {"Retry-After": "2"},
+                message=("error.detail.not_ready", {}),
+            )
         available = ", ".join(sorted(engines)) or "none"
         reason = self.failed.get(name)
         why = f" It failed to load: {reason}" if reason is not None else ""
-        raise APIError(404, "model_not_found", f"Unknown model {name[:100]!r}; available: {available}.{why}")
+        shown = repr(name[:100])
+        # The reason is the loader's own text (an exception message): it stays as it is in every language.
+        local_why: tuple[str, dict[str, Any]] | str = ""
+        if reason is not None:
+            local_why = ("error.detail.model_failed", {"reason": reason})
+        raise APIError(
+            404,
+            "model_not_found",
+            f"Unknown model {shown}; available: {available}.{why}",
+            message=("error.detail.model_not_found", {"name": shown, "available": available, "why": local_why}),
+        )

@@ -58,6 +58,30 @@ def localized_definitions(lang: str) -> dict[str, Any]:
     return {**_DEFINITIONS, "stats": stats}
 
 
+def _remember_language(request: Request, response: Response, lang: str) -> None:
+    if i18n.match(request.query_params.get("lang")) == lang:  # an explicit choice: remember it for a year
+        response.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, samesite="lax")
+    response.headers["Vary"] = "Accept-Language, Cookie"
+
+
+@router.get("/help/languages", response_class=HTMLResponse)
+async def help_languages(request: Request) -> HTMLResponse:
+    """Which models to add for Chinese and other scripts (the page's unknown-token notice links here)."""
+    lang = language_of(request)
+    context = {
+        "lang": lang,
+        "languages": i18n.LANGUAGES,
+        "t": i18n.messages(lang),
+        "version": __version__,
+        "root": request.scope.get("root_path", "").rstrip("/"),
+        "assets": asset_version(STATIC_DIR),
+    }
+    headers = {"Cache-Control": REVALIDATE}
+    response = templates.TemplateResponse(request, "help_languages.html", context, headers=headers)
+    _remember_language(request, response, lang)
+    return response
+
+
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request) -> HTMLResponse:
     """The interactive heatmap page, in the reader's language (``?lang=`` is remembered in a cookie)."""
@@ -75,9 +99,7 @@ async def index(request: Request) -> HTMLResponse:
     }
     # The page itself is tiny and names the current asset digest: always revalidate it.
     response = templates.TemplateResponse(request, "index.html", context, headers={"Cache-Control": REVALIDATE})
-    if i18n.match(request.query_params.get("lang")) == lang:  # an explicit choice: remember it for a year
-        response.set_cookie(i18n.COOKIE, lang, max_age=365 * 24 * 3600, samesite="lax")
-    response.headers["Vary"] = "Accept-Language, Cookie"
+    _remember_language(request, response, lang)
     return response
 
 

@@ -253,7 +253,7 @@ def test_plotly_goes_into_the_first_output_only(monkeypatch) -> None:  # type: i
     assert len(ids) == 2 and ids[0] != ids[1]
     # nothing is fetched and no AMD loader is used; hostile tokens cannot close the data element
     for page in (first, second):
-        assert not re.search(r"<(script|link|img|iframe)[^>]*\s(src|href)=", page)
+        assert not re.search(r"<(script|link|img|iframe)[^>]*\s(src|href)=(?![\"']data:)", page)  # data: URIs only
         assert "require(" not in page.split("<script>", 1)[0]
         assert page.count("</script>") == page.count("<script")
 
@@ -295,3 +295,79 @@ def test_show_displays_a_view(monkeypatch) -> None:  # type: ignore[no-untyped-d
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
     headmap.show(_small())
     assert len(shown) == 1 and 'class="headmap-output"' in shown[0]._repr_html_()
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    """A PNG reader written from the specification (RFC 2083) for 8-bit RGB without interlace; checks every
+    chunk's CRC and undoes all five row filters, so it does not rely on the writer's choices."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, kind
+        header = body if kind == b"IHDR" else header
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    assert (depth, colour, interlace) == (8, 2, 0)
+    raw, stride = zlib.decompress(idat), 3 * width
+    out = np.zeros((height, stride), dtype=np.int64)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]
+        prev = out[y - 1] if y else np.zeros(stride, dtype=np.int64)
+        for x in range(stride):
+            a = out[y, x - 3] if x >= 3 else 0
+            b, c = prev[x], (prev[x - 3] if x >= 3 else 0)
+            p = a + b - c
+            paeth = a if abs(p - a) <= min(abs(p - b), abs(p - c)) else (b if abs(p - b) <= abs(p - c) else c)
+            pred = [0, a, b, (a + b) // 2, paeth][kind]
+            out[y, x] = (line[x] + pred) % 256
+    return out.reshape(height, width, 3)
+
+
+def test_static_png_shows_every_head_for_viewers_without_scripts() -> None:
+    """The fallback image: one tile per head, row-major by layer, each pixel the white→blue ramp of its weight,
+    enlarged by whole pixels; long inputs max-pooled. Checked with a PNG reader written in the test."""
+    from headmap.notebook.png import grid_png
+
+    w = np.array([[[[0.0, 1.0], [0.25, 0.75]], [[0.5, 0.5], [1.0, 0.0]]]], dtype=np.float32)  # (1, 2, 2, 2)
+    img = _decode_png(grid_png(w))
+    scale, gap = 20, 2  # 2 tokens -> 20 px per token (tiles of 40 px), 2 px between tiles
+    assert img.shape == (gap + 40 + gap, gap + 2 * (40 + gap), 3)
+
+    def colour(v: float) -> list[int]:  # the notebook grid's canvas ramp, by hand: 255 - (247, 207, 148)·w
+        return [round(255 - 247 * v), round(255 - 207 * v), round(255 - 148 * v)]
+
+    for h in range(2):
+        for q in range(2):
+            for k in range(2):
+                y, x = gap + q * scale + scale // 2, gap + h * (40 + gap) + k * scale + scale // 2
+                assert list(img[y, x]) == colour(float(w[0, h, q, k])), (h, q, k)
+    assert list(img[0, 0]) == [208, 215, 222]  # the gap colour
+    # 200 tokens: each tile is pooled to at most 64 px, and the one strong weight survives as the block's max.
+    long = np.zeros((1, 1, 200, 200), dtype=np.float32)
+    long[0, 0, 150, 7] = 1.0
+    img = _decode_png(grid_png(long))
+    assert img.shape == (2 + 64 + 2, 2 + 64 + 2, 3)
+    dark = np.argwhere((img == [8, 48, 107]).all(-1))
+    assert len(dark) == 1 and tuple(dark[0]) == (2 + 150 * 64 // 200, 2 + 7 * 64 // 200)
+
+
+def test_outputs_carry_the_static_png_for_script_free_viewers() -> None:
+    result = _small()
+    bundle = result._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "image/png"}
+    img = _decode_png(bundle["image/png"])
+    assert img.shape[:2] == (2 + 3 * (40 + 2), 2 + 2 * (40 + 2))  # 3 layers x 2 heads, 4 tokens -> 10 px each
+    static = re.search(r'<img data-hm="static"[^>]*src="data:image/png;base64,([^"]+)"', bundle["text/html"])
+    assert static is not None
+    import base64
+
+    assert base64.b64decode(static.group(1)) == bundle["image/png"]

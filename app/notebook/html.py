@@ -10,6 +10,7 @@ output its own iframe, so there every output embeds it. See README "Notebooks" f
 
 from __future__ import annotations
 
+import base64
 import secrets
 import sys
 from functools import lru_cache
@@ -131,7 +132,15 @@ def render_view(result: AttentionMap, plotly: str = "auto") -> str:
         tokens_preview=preview,
         data_json=script_json(_data(result)),
         plotly_js=Markup(plotly_loader()) if with_plotly else None,
+        grid_png=base64.b64encode(static_png(result)).decode("ascii"),
     )
+
+
+def static_png(result: AttentionMap) -> bytes:
+    """The model grid as a PNG (``png.grid_png``) of the selected layers and heads."""
+    from .png import grid_png
+
+    return grid_png(result._selected.float().numpy())
 
 
 class View:
@@ -146,6 +155,10 @@ class View:
 
     def _repr_html_(self) -> str:
         return render_view(self.result, self.plotly)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The live HTML, plus the static grid as ``image/png`` for viewers that show no HTML output."""
+        return {"text/html": render_view(self.result, self.plotly), "image/png": static_png(self.result)}
 
     def __repr__(self) -> str:
         return f"<headmap view of {self.result!r}>"

@@ -147,6 +147,12 @@ class AttentionMap:
 
         return render_view(self)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The live HTML, plus the static grid as ``image/png`` for viewers that show no HTML output."""
+        from .html import View
+
+        return View(self)._repr_mimebundle_(include, exclude)
+
 
 # -- builders ---------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("nbclient")
 
-from tests.browser.conftest import wait_until
+from tests.browser.conftest import ARTIFACTS, wait_until
 from tests.notebook_run import executed_example, html_outputs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -92,3 +92,28 @@ def test_an_output_above_the_plotly_carrier_still_draws(nb_page) -> None:  # typ
     open_outputs(page, [outputs[2], outputs[0]])
     assert head_plot(page, 0)["drawn"] > 0
     assert requests == [] and errors == []
+
+
+def test_without_scripts_the_static_grid_shows(browser) -> None:  # type: ignore[no-untyped-def]
+    """A viewer that runs no scripts (GitHub, an untrusted notebook): the summary and the PNG of every head."""
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1000, "height": 900})
+    requests: list[str] = []
+
+    def refuse(route):  # type: ignore[no-untyped-def]
+        requests.append(route.request.url)
+        route.abort()
+
+    context.route("**/*", refuse)
+    page = context.new_page()
+    outputs = html_outputs(executed_example())
+    page.set_content(f"<!doctype html><html><head><meta charset='utf-8'></head><body>{outputs[2]}</body></html>")
+    shown = page.evaluate(
+        """(() => { const img = document.querySelector('img[data-hm="static"]');
+                    return {w: img.naturalWidth, h: img.naturalHeight, visible: img.offsetParent !== null,
+                            body: document.querySelector('[data-hm="body"]').hidden}; })()"""
+    )
+    # minilm in the example: 6 layers x 12 heads, 2 px gaps around tiles of at least 40 px
+    assert shown["visible"] and shown["body"] and shown["w"] >= 2 + 12 * 42 and shown["h"] >= 2 + 6 * 42
+    page.screenshot(path=str(ARTIFACTS / "notebook-static.png"), full_page=True)
+    assert requests == []
+    context.close()

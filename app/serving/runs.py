@@ -351,10 +351,11 @@ def overview(
 
 
 def etag(run: Run, query: dict[str, Any]) -> str:
-    """A strong validator of one read: the run id (its content never changes) and the normalised query."""
+    """The validator of one read: the run id (its content never changes) and the normalised query. Weak
+    (``W/``): the gzip middleware may send the same answer in another content coding."""
     canonical = "&".join(f"{k}={query[k]}" for k in sorted(query))
     digest = hashlib.sha256(f"{run.run_id}?{canonical}".encode()).hexdigest()[:24]
-    return f'"{run.run_id}.{digest}"'
+    return f'W/"{run.run_id}.{digest}"'
 
 
 def matches(if_none_match: str | None, tag: str) -> bool:
@@ -363,4 +364,5 @@ def matches(if_none_match: str | None, tag: str) -> bool:
         return False
     if if_none_match.strip() == "*":
         return True
-    return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
+    bare = tag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") == bare for t in if_none_match.split(","))

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     for tokens in args.tokens:
         m = measure(model, tokens, args.reps, int(args.eager_max_gb * 1024**3))
         if m["eager"] is None:
-            eager = f"not run: needs ≈ {m['eager_need'] / 1024**3:.1f} GB (out of memory here)"
+            eager = f"not run: needs ≈ {m['eager_need'] / 1024**3:.1f} GB, over --eager-max-gb or the memory available"
         else:
             seconds, peak = m["eager"]
             eager = f"{seconds * 1000:.0f} ms, peak +{peak / MB:.0f} MB"

@@ -69,6 +69,7 @@ class Scheduler:
         self.memory = BytePool(memory.pool_bytes(settings, memory.rss_bytes() or 0))
         self.memory.on_idle = self._trim_soon
         self._trimming = False
+        self.memory_sized = False  # set once the models are loaded and the pool sized from the RSS then
         log.info("memory budget %d MiB (%s)", budget // memory.MIB, source)
 
     def size_memory(self) -> None:
@@ -76,6 +77,7 @@ class Scheduler:
         memory.trim()  # what loading left in the allocator is not the models' resident size
         resident = memory.rss_bytes() or 0
         self.memory.resize(memory.pool_bytes(self.settings, resident))
+        self.memory_sized = True
         log.info(
             "memory: %d MiB resident with the models loaded; %d MiB for requests",
             resident // memory.MIB,

@@ -80,8 +80,9 @@ class Settings(BaseSettings):
         None,
         ge=64,
         description=(
-            "Memory the server process may use in all, in MiB; defaults to the container's memory limit (cgroup "
-            "`memory.max`, or v1 `memory.limit_in_bytes`), else the machine's physical memory. Requests reserve "
+            "Memory one server process may use in all, in MiB; defaults to the container's memory limit (cgroup "
+            "`memory.max`, or v1 `memory.limit_in_bytes`), else the machine's physical memory, divided among "
+            "`WEB_CONCURRENCY` workers. Requests reserve "
             "their expected peak (weights, encoding, response) from `budget × HEADMAP_MEMORY_SHARE − resident "
             "memory once the models are loaded`; one that does not fit waits in the queue or gets 503."
         ),

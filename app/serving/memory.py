@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..settings import Settings
-from .threads import memory_limit, physical_memory
+from .threads import memory_limit, physical_memory, workers_sharing
 
 log = logging.getLogger("headmap")
 
@@ -114,10 +114,15 @@ def budget_bytes(settings: Settings) -> tuple[int, str]:
     limit = memory_limit()
     machine = physical_memory()
     if limit is not None and (machine is None or limit < machine):
-        return limit, "the container's memory limit (cgroup)"
-    if machine is not None:
-        return machine, "the machine's physical memory"
-    return 2048 * MIB, "a 2 GiB fallback (no limit or machine size found)"
+        total, source = limit, "the container's memory limit (cgroup)"
+    elif machine is not None:
+        total, source = machine, "the machine's physical memory"
+    else:
+        total, source = 2048 * MIB, "a 2 GiB fallback (no limit or machine size found)"
+    workers = workers_sharing()
+    if workers > 1:  # every worker process has its own models and pool: they share the limit
+        return total // workers, f"{source} / {workers} workers (WEB_CONCURRENCY)"
+    return total, source
 
 
 def pool_bytes(settings: Settings, resident: int) -> int:

@@ -38,6 +38,7 @@ class _Job:
     enc: Encoded
     future: asyncio.Future[Attention] = field(repr=False)
     hold: Hold | None = None
+    started: list[bool] = field(default_factory=lambda: [False])  # set by the batcher when its pass begins
 
 
 @dataclass
@@ -120,16 +121,18 @@ class Scheduler:
         own = hold is None and nbytes > 0
         hold = self.hold() if own else hold
 
+        started = [False]
+
         async def go() -> Attention:
             await self._reserve(nbytes, hold)
-            job = _Job(enc, future, hold)
+            job = _Job(enc, future, hold, started)
             lane = self._lane_for(engine)
             lane.jobs.append(job)
             lane.changed.set()
             return await asyncio.shield(future)
 
         try:
-            return await self._wait(go(), future)
+            return await self._wait(go(), future, started)
         finally:
             if own and hold is not None:
                 hold.release()
@@ -145,11 +148,13 @@ class Scheduler:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         own = hold is None and nbytes > 0
         hold = self.hold() if own else hold
+        started = [False]
 
         async def work() -> None:
             async with self._running:
                 if future.done():  # timed out while waiting for a slot
                     return
+                started[0] = True
                 if hold is not None:
                     hold.pin()
                 try:
@@ -172,7 +177,7 @@ class Scheduler:
             return await asyncio.shield(future)
 
         try:
-            return await self._wait(go(), future)
+            return await self._wait(go(), future, started)
         finally:
             if own and hold is not None:
                 hold.release()
@@ -197,11 +202,14 @@ class Scheduler:
         if self.waiting >= self.capacity:
             raise APIError(503, "overloaded", "Too many requests are waiting; retry shortly.", {"Retry-After": "1"})
 
-    async def _wait(self, work: Coroutine[Any, Any, T], future: asyncio.Future[Any]) -> T:
+    async def _wait(self, work: Coroutine[Any, Any, T], future: asyncio.Future[Any], started: list[bool]) -> T:
         """Await an admitted request's ``work`` within ``request_timeout_s``; it counts as waiting until then.
 
         On a timeout or cancellation ``future`` (the result the worker sets) is cancelled: the worker skips
-        the job if it has not started, and a byte reservation still waiting is withdrawn.
+        the job if it has not started, and a byte reservation still waiting is withdrawn. A request whose
+        model work never started (it waited for bytes, a slot or a batch all along) gets 503 ``overloaded``
+        with ``Retry-After``: the server was too busy, and a retry may well succeed. One whose work started
+        and did not finish in time gets 504.
         """
         self.waiting += 1
         try:
@@ -210,6 +218,14 @@ class Scheduler:
             future.cancel()  # the worker skips it if it has not started
             if not isinstance(exc, TimeoutError):
                 raise
+            if not started[0]:
+                raise APIError(
+                    503,
+                    "overloaded",
+                    f"The server was too busy to start this request within {self.settings.request_timeout_s:g} s; "
+                    "retry shortly.",
+                    {"Retry-After": "1"},
+                ) from None
             raise APIError(
                 504, "timeout", f"The request took longer than {self.settings.request_timeout_s:g} s."
             ) from None
@@ -280,6 +296,8 @@ class Scheduler:
     async def _run_batch(self, engine: Engine, batch: list[_Job]) -> None:
         async with self._running:
             holds = [job.hold for job in batch if job.hold is not None]
+            for job in batch:
+                job.started[0] = True
             for hold in holds:  # a waiter that times out mid-pass keeps its bytes until the pass ends
                 hold.pin()
             try:

@@ -162,6 +162,11 @@ def _workers(env: Mapping[str, str]) -> int:
         return 1
 
 
+def workers_sharing(env: Mapping[str, str] | None = None) -> int:
+    """Worker processes of this server on the machine (``WEB_CONCURRENCY``), at least 1."""
+    return _workers(os.environ if env is None else env)
+
+
 def plan_threads(
     requested: int | None,
     env: Mapping[str, str] | None = None,

@@ -36,7 +36,7 @@ from tests.harness import headmap_serve
 
 MIB = 1 << 20
 PAGE = os.sysconf("SC_PAGE_SIZE")
-WORDS = "the cat sat on the mat because it was tired and the dog watched it from the garden".split()
+WORDS = ["the", "cat", "sat", "on", "the", "mat", "because", "it", "was", "tired", "and", "the", "dog", "watched"]
 
 
 def text_of(tokens: int) -> str:
@@ -189,18 +189,19 @@ def main() -> int:
         after = sampler.rss()
         if asyncio.run(has_runs(server.url)):
             t1 = time.monotonic()
-            phases.append(
-                asyncio.run(runs(server.url, args.run_clients, args.run_tokens, args.run_model, args.tiles, args.timeout))
-            )
+            run_args = (args.run_clients, args.run_tokens, args.run_model, args.tiles, args.timeout)
+            phases.append(asyncio.run(runs(server.url, *run_args)))
             print(f"runs phase peak RSS {sampler.peak(t1) / MIB:.0f} MiB")
         else:
             print("runs phase skipped: this server has no POST /api/runs yet")
         sampler.stopping.set()
         sampler.join()
         peak = sampler.peak()
-    print(f"server RSS: at rest {rest / MIB:.0f} MiB, burst peak {burst_peak / MIB:.0f} MiB, "
-          f"3 s after the burst {after / MIB:.0f} MiB, overall peak {peak / MIB:.0f} MiB "
-          f"(budget {args.budget_mb} MiB, target < {args.target_mb:.0f} MiB; {len(sampler.samples)} samples)")  # fmt: skip
+    print(
+        f"server RSS: at rest {rest / MIB:.0f} MiB, burst peak {burst_peak / MIB:.0f} MiB, 3 s after the burst "
+        f"{after / MIB:.0f} MiB, overall peak {peak / MIB:.0f} MiB (budget {args.budget_mb} MiB, target < "
+        f"{args.target_mb:.0f} MiB; {len(sampler.samples)} samples)"
+    )
     for phase in phases:
         print(phase.line())
     ok = peak < args.target_mb * MIB and all(p.ok() for p in phases)

@@ -323,7 +323,8 @@ def test_response_too_large_names_the_ways_out(registry: ModelRegistry) -> None:
         assert f"at most {fit} layer × head matrices" in detail
         assert '"encoding": "compact"' in detail  # 6·12·t²·4/3 bytes fits 0.05 MiB
         # and each way out works
-        assert c.post("/api/attention", json={"text": TEXT, "model": "minilm", "encoding": "compact"}).status_code == 200
+        compact = {"text": TEXT, "model": "minilm", "encoding": "compact"}
+        assert c.post("/api/attention", json=compact).status_code == 200
         subset = {"text": TEXT, "model": "minilm", "layers": [0], "heads": list(range(min(fit, 12)))}
         assert c.post("/api/attention", json=subset).status_code == 200
         over = {"text": TEXT, "model": "minilm", "layers": [0, 1, 2, 3, 4, 5], "heads": list(range(12))}
@@ -434,5 +435,22 @@ def test_budget_default_and_pool(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_allocator_setup_respects_the_environment() -> None:
-    assert memory.configure_allocator({"MALLOC_ARENA_MAX": "4"}) == "MALLOC_ARENA_MAX=4 (environment)"
+    env = {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    said = memory.configure_allocator(env)
+    assert said == "MALLOC_ARENA_MAX=4 (environment), MALLOC_MMAP_THRESHOLD_=65536 (environment)"
     assert memory.rss_bytes() is None or memory.rss_bytes() > 0  # type: ignore[operator]
+
+
+def test_deploy_files_carry_the_budget() -> None:
+    """Kubernetes hands its memory limit to the budget (downward API, MiB); the image caps malloc arenas."""
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    docs = [d for d in yaml.safe_load_all((root / "deploy/kubernetes.yaml").read_text()) if d]
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["HEADMAP_MEMORY_BUDGET_MB"]["valueFrom"]["resourceFieldRef"]
+    assert ref == {"containerName": container["name"], "resource": "limits.memory", "divisor": "1Mi"}
+    assert container["resources"]["limits"]["memory"] == "2Gi"
+    dockerfile = (root / "Dockerfile").read_text()
+    assert "MALLOC_ARENA_MAX=2" in dockerfile and "MALLOC_MMAP_THRESHOLD_=1048576" in dockerfile

@@ -183,11 +183,21 @@ class Scheduler:
                 hold.release()
 
     async def _reserve(self, nbytes: int, hold: Hold | None) -> None:
-        """Wait until ``nbytes`` are free, then record them in ``hold``. 413 if they never could be."""
+        """Wait until ``nbytes`` are free, then record them in ``hold``: at most half the time limit (then 503
+        ``overloaded``, leaving a request that gets its bytes time for its work), 413 if they never could be."""
         if nbytes <= 0 or hold is None:
             return
+        patience = self.settings.request_timeout_s / 2  # the other half is left for the work itself
         try:
-            await self.memory.acquire(nbytes)
+            async with asyncio.timeout(patience):
+                await self.memory.acquire(nbytes)
+        except TimeoutError:
+            raise APIError(
+                503,
+                "overloaded",
+                f"The server's memory was taken by other requests for {patience:g} s; retry shortly.",
+                {"Retry-After": "1"},
+            ) from None
         except TooBig as exc:
             raise APIError(
                 413,

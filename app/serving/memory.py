@@ -262,17 +262,6 @@ _LIBC = _libc()
 M_ARENA_MAX = -8
 
 
-def limit_arenas(count: int) -> bool:
-    """Cap glibc's malloc arenas at ``count`` for arenas made from now on; True if it took effect.
-
-    Same as ``MALLOC_ARENA_MAX`` in the environment (which the image sets, so it holds from the first
-    allocation); called where the server starts, for ``headmap serve`` outside the image.
-    """
-    if _LIBC is None:
-        return False
-    return bool(_LIBC.mallopt(M_ARENA_MAX, count))
-
-
 #: Arenas when ``MALLOC_ARENA_MAX`` is not set: the event loop's thread and one for every worker thread
 #: together, instead of glibc's 8 per core, each of which keeps its own freed tensors.
 DEFAULT_ARENAS = 2

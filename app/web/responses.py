@@ -64,7 +64,7 @@ class StreamedBody(Response):
 def streamed_json(length: int, pieces: Iterator[bytes | memoryview], start: float) -> StreamedBody:
     """A JSON body written as it is sent; ``Server-Timing`` covers the time until it starts (module doc)."""
     elapsed_ms = (time.perf_counter() - start) * 1000
-    timing = f'app;desc="to first byte; body streamed";dur={elapsed_ms:.1f}'
+    timing = f'app;dur={elapsed_ms:.1f};desc="to first byte; body streamed"'
     return StreamedBody(length, pieces, {"Server-Timing": timing})
 
 

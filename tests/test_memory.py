@@ -62,13 +62,13 @@ def test_reservation_of_a_small_dense_compact_request() -> None:
 def test_the_route_reserves_peak_bytes_of_its_request(registry: ModelRegistry, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """What `/api/attention` takes from the pool is `peak_bytes` of its engine, tokens and selection."""
     taken: list[int] = []
-    real = BytePool.acquire
+    real = Hold.add
 
-    async def spy(self: BytePool, nbytes: int) -> None:
+    def spy(self: Hold, nbytes: int) -> None:
         taken.append(nbytes)
-        await real(self, nbytes)
+        real(self, nbytes)
 
-    monkeypatch.setattr(BytePool, "acquire", spy)
+    monkeypatch.setattr(Hold, "add", spy)
     engine = registry.get("minilm")
     t = len(engine.encode(TEXT))
     with borrowed(registry) as c:

@@ -156,12 +156,18 @@ class BytePool:
     def waiting(self) -> int:
         return sum(1 for _, fut in self._waiters if not fut.done())
 
+    def try_acquire(self, nbytes: int) -> bool:
+        """Take ``nbytes`` if they fit now and nobody waits before them; False otherwise (nothing taken)."""
+        if self._waiters or self.used + nbytes > self.capacity:
+            return False
+        self.used += nbytes
+        return True
+
     async def acquire(self, nbytes: int) -> None:
         """Take ``nbytes`` once they are free (FIFO). ``TooBig`` at once if they never could be."""
         if nbytes > self.capacity:
             raise TooBig(nbytes, self.capacity)
-        if not self._waiters and self.used + nbytes <= self.capacity:
-            self.used += nbytes
+        if self.try_acquire(nbytes):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((nbytes, fut))

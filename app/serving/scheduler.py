@@ -123,16 +123,24 @@ class Scheduler:
 
         started = [False]
 
-        async def go() -> Attention:
-            await self._reserve(nbytes, hold)
-            job = _Job(enc, future, hold, started)
+        def enqueue() -> None:
             lane = self._lane_for(engine)
-            lane.jobs.append(job)
+            lane.jobs.append(_Job(enc, future, hold, started))
             lane.changed.set()
+
+        async def go(reserved: bool) -> Attention:
+            if not reserved:
+                await self._reserve(nbytes, hold)
+                enqueue()
             return await asyncio.shield(future)
 
         try:
-            return await self._wait(go(), future, started)
+            # Bytes free at once: the job joins its lane now, before any await, so a batch forming for the
+            # requests announced with it (``announce``) finds it there.
+            reserved = self._try_reserve(nbytes, hold)
+            if reserved:
+                enqueue()
+            return await self._wait(go(reserved), future, started)
         finally:
             if own and hold is not None:
                 hold.release()
@@ -181,6 +189,15 @@ class Scheduler:
         finally:
             if own and hold is not None:
                 hold.release()
+
+    def _try_reserve(self, nbytes: int, hold: Hold | None) -> bool:
+        """Take ``nbytes`` into ``hold`` if they are free now and nobody waits before them (or none are needed)."""
+        if nbytes <= 0 or hold is None:
+            return True
+        if not self.memory.try_acquire(nbytes):
+            return False
+        hold.add(nbytes)
+        return True
 
     async def _reserve(self, nbytes: int, hold: Hold | None) -> None:
         """Wait until ``nbytes`` are free, then record them in ``hold``: at most half the time limit (then 503

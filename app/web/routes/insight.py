@@ -86,9 +86,7 @@ async def aggregate(
     if {"flow", "alti", "alti_rollout"} & set(req.methods):  # model work or seconds of max-flow: admitted like it
         alti = "alti" in req.methods or "alti_rollout" in req.methods
         nbytes = measures_service.alti_bytes(result.engine, len(result.enc)) if alti else 0  # flow: a small graph
-        body = await scheduler.call(
-            lambda: dumps(insight_service.aggregate_payload(result, req.methods)), nbytes, hold
-        )
+        body = await scheduler.call(lambda: dumps(insight_service.aggregate_payload(result, req.methods)), nbytes, hold)
         return timed_json(body, start)
     return await _respond(start, insight_service.aggregate_payload, result, req.methods)
 

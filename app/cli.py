@@ -17,8 +17,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .main import create_app
+    from .serving.memory import configure_allocator
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("headmap").info("allocator: %s", configure_allocator())
     if args.workers > 1:  # each worker sizes its torch threads to its share of the CPUs
         os.environ["WEB_CONCURRENCY"] = str(args.workers)
     if args.model:  # added to HEADMAP_MODELS (a --model wins over an entry of the same name); workers read the env

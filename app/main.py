@@ -46,12 +46,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = ModelRegistry(settings)
         app.state.settings = settings
         app.state.registry = registry
-        app.state.scheduler = Scheduler(settings)
+        scheduler = app.state.scheduler = Scheduler(settings)
+
+        async def load() -> None:
+            try:
+                await asyncio.to_thread(registry.load_all)
+            finally:
+                scheduler.size_memory()  # the byte pool: the budget's share less what the models hold
+
         loading: asyncio.Task[None] | None = None
         if settings.load_in_background:
-            loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+            loading = asyncio.create_task(load())
         else:
-            await asyncio.to_thread(registry.load_all)
+            await load()
         try:
             yield
         finally:

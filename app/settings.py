@@ -76,6 +76,35 @@ class Settings(BaseSettings):
             "forming batch instead of queueing behind it. A lone request never waits."
         ),
     )
+    memory_budget_mb: int | None = Field(
+        None,
+        ge=64,
+        description=(
+            "Memory one server process may use in all, in MiB; defaults to the container's memory limit (cgroup "
+            "`memory.max`, or v1 `memory.limit_in_bytes`), else the machine's physical memory, divided among "
+            "`WEB_CONCURRENCY` workers. Requests reserve "
+            "their expected peak (weights, encoding, response) from `budget × HEADMAP_MEMORY_SHARE − resident "
+            "memory once the models are loaded`; one that does not fit waits in the queue or gets 503."
+        ),
+    )
+    memory_share: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description=(
+            "Share of the memory budget that the loaded models plus request reservations may fill; the rest is "
+            "headroom for what the accounting does not see (allocator fragmentation, Python objects, socket buffers)."
+        ),
+    )
+    max_response_mb: float = Field(
+        256.0,
+        gt=0,
+        description=(
+            "Largest `/api/attention` response, in MiB, estimated before any work; larger ones get 413 "
+            "`response_too_large` (use `POST /api/runs` for long inputs, a `layers`/`heads` subset, or "
+            "`encoding: compact`)."
+        ),
+    )
     threads: int | None = Field(
         None,
         ge=1,

@@ -109,7 +109,7 @@ def api_lengths(base: str, reps: int) -> dict[int, dict[str, float]]:
                 def call(body: dict[str, Any] = body, server_ms: list[float] = server_ms) -> httpx.Response:
                     r = c.post("/api/attention", json=body)
                     r.raise_for_status()
-                    server_ms.append(float(r.headers["server-timing"].split("dur=")[1]))
+                    server_ms.append(float(r.headers["server-timing"].split("dur=")[1].split(";")[0]))
                     return r
 
                 row[f"{enc}_e2e_ms"] = median_ms(call, reps)

@@ -104,7 +104,7 @@ class BlockInputs:
 
 
 #: Query rows done at once in ``alti_layer``: bounds the (rows, T, D) temporary.
-_ALTI_CHUNK_ELEMENTS = 1 << 23
+ALTI_CHUNK_ELEMENTS = 1 << 23
 
 
 def alti_layer(block: BlockInputs) -> torch.Tensor:
@@ -127,7 +127,7 @@ def alti_layer(block: BlockInputs) -> torch.Tensor:
     sigma = block.sigma.float()  # (T,)
     y_l1 = y.double().abs().sum(-1)  # (T,)
     out = torch.empty((t, t), dtype=torch.float64)
-    chunk = max(1, _ALTI_CHUNK_ELEMENTS // max(1, t * d))
+    chunk = max(1, ALTI_CHUNK_ELEMENTS // max(1, t * d))
     for start in range(0, t, chunk):
         rows = slice(start, min(t, start + chunk))
         z = torch.einsum("hij,hjd->ijd", attn[:, rows], fx_c)  # (r, T, D)

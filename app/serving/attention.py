@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,9 @@ from ..models.capture import Captured
 from ..models.engine import Attention, Encoded, Engine, TooLong
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
-from .encoding import CompactWeights, Weights, dumps, round_for_json
+from . import memory
+from .encoding import CompactWeights, LayerStream, Weights, dumps, round_for_json, stream
+from .memory import Hold
 from .scheduler import Scheduler
 
 
@@ -112,12 +115,71 @@ def select(attn: Attention, layers: list[int], heads: list[int]) -> torch.Tensor
     return attn
 
 
-async def compute(registry: ModelRegistry, scheduler: Scheduler, req: AttentionRequest) -> AttentionResult:
-    """Validate, tokenize and run ``req`` without blocking the event loop."""
+def captures(engine: Engine) -> bool:
+    """Whether ``engine.run`` gives captured states (weights computed when asked) rather than dense ones."""
+    return bool(getattr(engine, "capture", False))
+
+
+def peak_bytes(engine: Engine, num_tokens: int, layers: list[int], heads: list[int], encoding: str,
+               measure: str = "weights") -> int:  # fmt: skip
+    """What one request for ``engine`` is expected to hold at its peak (``memory.attention_bytes``)."""
+    return memory.attention_bytes(
+        num_layers=engine.num_layers,
+        num_heads=engine.num_heads,
+        head_dim=engine.head_dim,
+        num_tokens=num_tokens,
+        captured=captures(engine),
+        layers=len(layers),
+        heads=len(heads),
+        encoding=encoding,
+        measure=measure,
+    )
+
+
+def check_response_size(engine: Engine, num_tokens: int, layers: list[int], heads: list[int], encoding: str,
+                        max_mb: float) -> None:  # fmt: skip
+    """413 ``response_too_large`` when the ``attention`` field alone would pass ``max_mb`` MiB."""
+    size = memory.response_bytes(num_tokens, len(layers), len(heads), encoding)
+    limit = max_mb * memory.MIB
+    if size <= limit:
+        return
+    ways = ["open a run with POST /api/runs (same body without layers, heads and encoding) and read its overviews "
+            "and tiles"]  # fmt: skip
+    per_matrix = memory.response_bytes(num_tokens, 1, 1, encoding)
+    if per_matrix <= limit:
+        fit = max(1, int(limit // per_matrix))
+        ways.append(f"ask for a subset: `layers` and `heads` of at most {fit} layer × head matrices together")
+    if encoding == "json" and memory.response_bytes(num_tokens, len(layers), len(heads), "compact") <= limit:
+        ways.append('send `"encoding": "compact"` (1.33 bytes a weight instead of 7)')
+    raise APIError(
+        413,
+        "response_too_large",
+        f"The response would be about {size / memory.MIB:.0f} MiB ({len(layers)} layers × {len(heads)} heads × "
+        f"{num_tokens}² weights as {encoding}); this server sends at most {max_mb:g} MiB (HEADMAP_MAX_RESPONSE_MB). "
+        f"Instead, {'; or '.join(ways)}.",
+    )
+
+
+async def compute(
+    registry: ModelRegistry,
+    scheduler: Scheduler,
+    req: AttentionRequest,
+    hold: Hold | None = None,
+    max_response_mb: float | None = None,
+) -> AttentionResult:
+    """Validate, tokenize and run ``req`` without blocking the event loop.
+
+    The request's expected peak (``peak_bytes``) is reserved into ``hold`` before its forward pass (the
+    route releases it once the response is sent). With ``max_response_mb``, 413 past that response size
+    before any model work.
+    """
     engine, layers, heads = prepare(registry, req)
     with scheduler.announce(engine):
         enc = await run_in_threadpool(encode, engine, req)
-    attn = await scheduler.run(engine, enc)  # (L, H, T, T)
+    if max_response_mb is not None:
+        check_response_size(engine, len(enc), layers, heads, req.encoding, max_response_mb)
+    nbytes = peak_bytes(engine, len(enc), layers, heads, req.encoding) if hold is not None else 0
+    attn = await scheduler.run(engine, enc, nbytes, hold)  # (L, H, T, T) or captured
     return AttentionResult(engine, enc, layers, heads, attn)
 
 
@@ -138,6 +200,15 @@ def token_text(enc: Encoded) -> dict[str, Any]:
 def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
     """The ``AttentionResponse`` dict; ``attention`` stays ``Weights`` (a tensor view) for ``encoding.dumps``."""
     attn = select(result.attention, result.layers, result.heads)  # (l, h, T, T)
+    out = payload_fields(result)
+    out["attention"] = Weights(attn) if encoding == "json" else None
+    out["attention_compact"] = CompactWeights(attn) if encoding == "compact" else None
+    out["truncated"] = result.enc.truncated
+    return out
+
+
+def payload_fields(result: AttentionResult) -> dict[str, Any]:
+    """The ``AttentionResponse`` fields before ``attention``, in the response's order."""
     enc = result.enc
     return {
         "model": result.engine.name,
@@ -150,9 +221,6 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
         "segments": enc.segments,
         "layers": result.layers,
         "heads": result.heads,
-        "attention": Weights(attn) if encoding == "json" else None,
-        "attention_compact": CompactWeights(attn) if encoding == "compact" else None,
-        "truncated": enc.truncated,
     }
 
 
@@ -172,3 +240,43 @@ def norms_payload(result: AttentionResult, heads_norms: torch.Tensor, layer_norm
 def render(result: AttentionResult, encoding: str = "json") -> bytes | memoryview:
     """Response body bytes (blocking: call from a worker thread)."""
     return dumps(payload(result, encoding))
+
+
+def _check_finite(attn: Attention, layers: list[int], heads: list[int]) -> None:
+    """422 before a streamed body starts if the weights it would write are not finite.
+
+    Captured: the queries and keys the weights come from (finite scores give finite softmax rows). Dense:
+    the asked weights, summed a layer at a time (no copy of the selection).
+    """
+    if isinstance(attn, Captured):
+        total = sum(float(attn.layers[i].q.sum()) + float(attn.layers[i].k.sum()) for i in layers)
+    else:
+        total = sum(float(attn[i, heads].sum()) for i in layers)
+    if not math.isfinite(total):
+        raise APIError(422, "non_finite_attention", "The model produced NaN or infinite weights for this input.")
+
+
+def body_size(result: AttentionResult, encoding: str) -> int:
+    """Bytes of the ``attention`` field of ``result``'s response (before the small fields)."""
+    return memory.response_bytes(len(result.enc), len(result.layers), len(result.heads), encoding)
+
+
+def render_stream(result: AttentionResult, encoding: str = "json") -> tuple[int, Iterator[bytes | memoryview]]:
+    """The same body as ``render``, as its length and pieces written a layer at a time as they are asked for
+    (each ``next`` is blocking: a worker thread). Only one layer's weights and text are held at a time."""
+    attn, layers, heads = result.attention, result.layers, result.heads
+    _check_finite(attn, layers, heads)
+    all_heads = heads == list(range(result.engine.num_heads))
+
+    def layer(i: int) -> torch.Tensor:  # (h, T, T)
+        if isinstance(attn, Captured):
+            return attn.weights(layers[i], None if all_heads else heads)
+        return attn[layers[i]] if all_heads else attn[layers[i], heads]
+
+    t = len(result.enc)
+    weights = LayerStream((len(layers), len(heads), t, t), layer, encoding)
+    out = payload_fields(result)
+    out["attention"] = weights if encoding == "json" else None
+    out["attention_compact"] = weights if encoding == "compact" else None
+    out["truncated"] = result.enc.truncated
+    return stream(out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,15 @@ def _lookup(weights: np.ndarray) -> np.ndarray:
     return entries
 
 
+def json_length(shape: tuple[int, ...]) -> int:
+    """Bytes of the JSON nested list ``Weights`` writes for weights of ``shape`` (..., R, C), none of them 0."""
+    *outer, rows, cols = (int(n) for n in shape)
+    size = rows * (_WIDTH * cols + 2) + 1  # per row "," "[" values "]"; the first "," opens the matrix
+    for n in reversed(outer):
+        size = n * size + max(n - 1, 0) + 2  # items, separators, brackets
+    return size
+
+
 class Weights:
     """Attention weights in [0, 1], shape (..., R, C), to be written as a JSON nested list by ``dumps``.
 
@@ -106,11 +116,7 @@ class Weights:
         """Bytes of the JSON text."""
         if self._empty is not None:
             return len(self._empty)
-        *outer, rows, cols = (int(n) for n in self.array.shape)
-        size = rows * (_WIDTH * cols + 2) + 1  # per row "," "[" values "]"; the first "," opens the matrix
-        for n in reversed(outer):
-            size = n * size + max(n - 1, 0) + 2  # items, separators, brackets
-        return size
+        return json_length(self.array.shape)
 
     def write(self, out: np.ndarray, pos: int) -> int:
         """Write into the uint8 buffer ``out`` from ``pos``; return the position after the last byte."""
@@ -147,6 +153,79 @@ class Weights:
         return pos + depth
 
 
+class LayerStream:
+    """Weights of shape (L, H, R, C) to be written one layer at a time, as ``Weights`` (``json``) or
+    ``CompactWeights`` (``compact``) would write them all at once: the same bytes, by ``stream``.
+
+    ``layer(i)`` returns layer ``i``'s (H, R, C) tensor, computed when its turn comes (blocking), so only
+    one layer and its text are held at a time.
+    """
+
+    def __init__(self, shape: tuple[int, int, int, int], layer: Callable[[int], torch.Tensor], encoding: str) -> None:
+        self.shape, self.layer, self.encoding = shape, layer, encoding
+        fields = {"dtype": "uint8", "shape": list(shape), "scale": 1 / COMPACT_LEVELS}
+        self._head = orjson.dumps({**fields, "data": ""})[:-2]
+
+    def __len__(self) -> int:
+        if self.encoding == "json":
+            return json_length(self.shape)
+        levels = self.shape[0] * self.shape[1] * self.shape[2] * self.shape[3]
+        return len(self._head) + 4 * -(-levels // 3) + 2
+
+    def chunks(self) -> Iterator[bytes | memoryview]:
+        if self.encoding == "json":
+            for i in range(self.shape[0]):
+                layer = Weights(self.layer(i))  # (H, R, C)
+                out = bytearray(len(layer) + 1)
+                out[0] = _OPEN if i == 0 else _COMMA
+                layer.write(np.frombuffer(out, dtype=np.uint8), 1)
+                yield memoryview(out)
+            yield b"]"
+            return
+        yield self._head
+        carry = b""  # base64 takes 3 bytes at a time: the 0-2 left over wait for the next layer
+        for i in range(self.shape[0]):
+            levels = carry + quantise(self.layer(i)[None]).tobytes()  # (1, H, R, C) uint8
+            cut = len(levels) - len(levels) % 3
+            carry = levels[cut:]
+            yield binascii.b2a_base64(levels[:cut], newline=False)
+        yield binascii.b2a_base64(carry, newline=False) + b'"}'
+
+
+def _parts(payload: dict[str, Any]) -> list[bytes | Weights | CompactWeights | LayerStream]:
+    """The payload as bytes and spliced values, small fields first, the big arrays last (`curl | head` shows
+    the tokens)."""
+    spliced = {k: v for k, v in payload.items() if isinstance(v, Weights | CompactWeights | LayerStream)}
+    rest = orjson.dumps({k: v for k, v in payload.items() if k not in spliced}, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not spliced:
+        return [rest]
+    parts: list[bytes | Weights | CompactWeights | LayerStream] = []
+    opening = rest[:-1] + b"," if len(rest) > 2 else b"{"  # the other keys (without the closing brace), or none
+    for i, (key, value) in enumerate(spliced.items()):
+        parts += [(b"," if i else opening) + orjson.dumps(key) + b":", value]
+    parts.append(b"}")
+    return parts
+
+
+def stream(payload: dict[str, Any]) -> tuple[int, Iterator[bytes | memoryview]]:
+    """``dumps(payload)`` as its exact length and an iterator of its pieces, written as they are asked for
+    (each ``next`` is blocking work: call it from a worker thread). ``LayerStream`` values go a layer a time."""
+    parts = _parts(payload)
+
+    def pieces() -> Iterator[bytes | memoryview]:
+        for part in parts:
+            if isinstance(part, bytes):
+                yield part
+            elif isinstance(part, LayerStream):
+                yield from part.chunks()
+            else:
+                out = bytearray(len(part))
+                part.write(np.frombuffer(out, dtype=np.uint8), 0)
+                yield memoryview(out)
+
+    return sum(len(part) for part in parts), pieces()
+
+
 def dumps(payload: dict[str, Any]) -> bytes | memoryview:
     """Serialise a response dict whose arrays may be NumPy arrays, and values ``Weights``/``CompactWeights``.
 
@@ -154,16 +233,11 @@ def dumps(payload: dict[str, Any]) -> bytes | memoryview:
     a group of matrices at a time, so other threads (the event loop) get turns in between where one
     orjson call over a 512-token response would hold the GIL for half a second.
     """
-    spliced = {k: v for k, v in payload.items() if isinstance(v, Weights | CompactWeights)}
-    rest = orjson.dumps({k: v for k, v in payload.items() if k not in spliced}, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not spliced:
-        return rest
-    # The small fields first, the big arrays last: `curl ... | head` shows the tokens.
-    parts: list[bytes | Weights | CompactWeights] = []
-    opening = rest[:-1] + b"," if len(rest) > 2 else b"{"  # the other keys (without the closing brace), or none
-    for i, (key, value) in enumerate(spliced.items()):
-        parts += [(b"," if i else opening) + orjson.dumps(key) + b":", value]
-    parts.append(b"}")
+    parts = _parts(payload)
+    if len(parts) == 1 and isinstance(parts[0], bytes):
+        return parts[0]
+    if any(isinstance(part, LayerStream) for part in parts):
+        return b"".join(piece for piece in stream(payload)[1])
     out = bytearray(sum(len(part) for part in parts))
     buf = np.frombuffer(out, dtype=np.uint8)
     pos = 0
@@ -171,7 +245,7 @@ def dumps(payload: dict[str, Any]) -> bytes | memoryview:
         if isinstance(part, bytes):
             buf[pos : pos + len(part)] = np.frombuffer(part, dtype=np.uint8)
             pos += len(part)
-        else:
+        elif not isinstance(part, LayerStream):
             pos = part.write(buf, pos)
     if pos != len(out):
         raise AssertionError(f"wrote {pos} bytes into a {len(out)}-byte response")

@@ -25,6 +25,7 @@ from ..schemas.attention import AttentionRequest
 from . import attention as service
 from .attention import AttentionResult
 from .encoding import dumps, round_for_json
+from .memory import Hold
 from .scheduler import Scheduler
 
 #: Measures that need the model's inside (value vectors, LayerNorm), not only the weights.
@@ -78,16 +79,36 @@ def norms_body(engine: Engine, enc: Encoded, layers: list[int], heads: list[int]
     return dumps(service.norms_payload(result, heads_norms, layer_norms, encoding))
 
 
-async def attention_norms(registry: ModelRegistry, scheduler: Scheduler, req: AttentionRequest) -> bytes | memoryview:
+async def attention_norms(
+    registry: ModelRegistry,
+    scheduler: Scheduler,
+    req: AttentionRequest,
+    hold: Hold | None = None,
+    max_response_mb: float | None = None,
+) -> bytes | memoryview:
     """Validate, tokenize and compute `/api/attention` with ``measure: norms``, off the event loop.
 
     Runs its own forward pass with hooks (not batched, like the explainer) under the scheduler's admission
-    control, concurrency bound and time limit: 422 first when the model cannot provide norms.
+    control (bytes too, into ``hold``), concurrency bound and time limit: 422 first when the model cannot
+    provide norms, 413 past ``max_response_mb``.
     """
     engine, layers, heads = service.prepare(registry, req)
     require_internals(engine, "norms")
     enc = await run_in_threadpool(service.encode, engine, req)
-    return await scheduler.call(lambda: norms_body(engine, enc, layers, heads, req.encoding))
+    if max_response_mb is not None:
+        service.check_response_size(engine, len(enc), layers, heads, req.encoding, max_response_mb)
+    nbytes = service.peak_bytes(engine, len(enc), layers, heads, req.encoding, "norms") if hold is not None else 0
+    return await scheduler.call(lambda: norms_body(engine, enc, layers, heads, req.encoding), nbytes, hold)
+
+
+def alti_bytes(engine: Engine, num_tokens: int) -> int:
+    """Expected peak of ALTI on top of the attention already held: the hooked forward pass's internals
+    (per layer x, f(x) [H, T, D], weights [H, T, T]), one chunk of the (rows, T, D) loop, and the
+    (L, T, T) float64 results with their rollout."""
+    t, hidden = num_tokens, engine.num_heads * engine.head_dim
+    internals_ = 4 * engine.num_layers * (engine.num_heads * t * (hidden + t) + 3 * t * hidden)
+    loop = 4 * 3 * math_.ALTI_CHUNK_ELEMENTS
+    return internals_ + loop + 8 * 3 * engine.num_layers * t * t
 
 
 #: measure -> (setting, what it costs, what to use instead), for the 413 past each length bound.

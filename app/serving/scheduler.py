@@ -4,6 +4,10 @@ Requests for the same model that arrive while a forward pass runs are padded int
 next pass, and the padding is cut back out (``Engine.forward``), so a batched result equals the
 unbatched one up to float rounding of the different matrix shapes. Waiting is bounded: past
 ``max_queue`` waiting requests a new one is refused at once with 503 and ``Retry-After``.
+
+Admission is also by bytes: each request names its expected peak (``serving.memory``) and a ``Hold``
+that keeps those bytes until its response has been sent; it waits in the queue (same bound, same time
+limit) until the byte pool has room, first come, first served.
 """
 
 from __future__ import annotations
@@ -11,16 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import APIError
 from ..models.engine import Attention, Encoded, Engine
 from ..settings import Settings
+from . import memory
+from .memory import BytePool, Hold, TooBig
 
 log = logging.getLogger("headmap")
 
@@ -31,6 +37,8 @@ T = TypeVar("T")
 class _Job:
     enc: Encoded
     future: asyncio.Future[Attention] = field(repr=False)
+    hold: Hold | None = None
+    started: list[bool] = field(default_factory=lambda: [False])  # set by the batcher when its pass begins
 
 
 @dataclass
@@ -58,6 +66,43 @@ class Scheduler:
         self.incoming: Counter[str] = Counter()  # per model: requests still tokenizing, soon to queue
         self.batches_run = 0
         self.items_run = 0
+        budget, source = memory.budget_bytes(settings)
+        self.memory = BytePool(memory.pool_bytes(settings, memory.rss_bytes() or 0))
+        self.memory.on_idle = self._trim_soon
+        self._trimming = False
+        self.memory_sized = False  # set once the models are loaded and the pool sized from the RSS then
+        log.info("memory budget %d MiB (%s)", budget // memory.MIB, source)
+
+    def size_memory(self) -> None:
+        """Set the byte pool from the resident memory now (call once the models are loaded)."""
+        memory.trim()  # what loading left in the allocator is not the models' resident size
+        resident = memory.rss_bytes() or 0
+        self.memory.resize(memory.pool_bytes(self.settings, resident))
+        self.memory_sized = True
+        log.info(
+            "memory: %d MiB resident with the models loaded; %d MiB for requests",
+            resident // memory.MIB,
+            self.memory.capacity // memory.MIB,
+        )
+
+    def hold(self) -> Hold:
+        """A request's hold on the byte pool; the caller releases it once the response has been sent."""
+        return Hold(self.memory)
+
+    def _trim_soon(self) -> None:
+        """Nothing is held any more: give the allocator's free pages back, in a thread, one trim at a time."""
+        if self._trimming:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._trimming = True
+
+        def done(_: object) -> None:
+            self._trimming = False
+
+        loop.run_in_executor(None, memory.trim).add_done_callback(done)
 
     @property
     def capacity(self) -> int:
@@ -65,53 +110,149 @@ class Scheduler:
         s = self.settings
         return s.max_queue + s.max_concurrency * s.max_batch_size
 
-    async def run(self, engine: Engine, enc: Encoded) -> Attention:
-        """Attention of one input, (L, H, T, T) or captured. 503 when the queue is full, 504 past the time limit."""
-        self._admit()
-        job = _Job(enc, asyncio.get_running_loop().create_future())
-        lane = self._lane_for(engine)
-        lane.jobs.append(job)
-        lane.changed.set()
-        return await self._wait(job.future)
+    async def run(self, engine: Engine, enc: Encoded, nbytes: int = 0, hold: Hold | None = None) -> Attention:
+        """Attention of one input, (L, H, T, T) or captured. 503 when the queue is full, 504 past the time limit.
 
-    async def call(self, fn: Callable[[], T]) -> T:
+        ``nbytes`` are reserved into ``hold`` before the job joins a batch (waiting, in the queue, until
+        they are free); a caller without a hold gets them back when this returns.
+        """
+        self._admit()
+        future: asyncio.Future[Attention] = asyncio.get_running_loop().create_future()
+        own = hold is None and nbytes > 0
+        hold = self.hold() if own else hold
+
+        started = [False]
+
+        def enqueue() -> None:
+            lane = self._lane_for(engine)
+            lane.jobs.append(_Job(enc, future, hold, started))
+            lane.changed.set()
+
+        async def go(reserved: bool) -> Attention:
+            if not reserved:
+                await self._reserve(nbytes, hold)
+                enqueue()
+            return await asyncio.shield(future)
+
+        try:
+            # Bytes free at once: the job joins its lane now, before any await, so a batch forming for the
+            # requests announced with it (``announce``) finds it there.
+            reserved = self._try_reserve(nbytes, hold)
+            if reserved:
+                enqueue()
+            return await self._wait(go(reserved), future, started)
+        finally:
+            if own and hold is not None:
+                hold.release()
+
+    async def call(self, fn: Callable[[], T], nbytes: int = 0, hold: Hold | None = None) -> T:
         """Run blocking model work ``fn`` in a worker thread under the same admission, concurrency and time limit.
 
         503 when the queue is full, 504 past the time limit. On a timeout, work not yet started is skipped;
-        work already running finishes in its thread and keeps its concurrency slot until then.
+        work already running finishes in its thread and keeps its concurrency slot, and its bytes, until then.
+        ``nbytes`` are reserved into ``hold`` first, as in ``run``.
         """
         self._admit()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        own = hold is None and nbytes > 0
+        hold = self.hold() if own else hold
+        started = [False]
 
-        async def go() -> None:
+        async def work() -> None:
             async with self._running:
                 if future.done():  # timed out while waiting for a slot
                     return
+                started[0] = True
+                if hold is not None:
+                    hold.pin()
                 try:
                     result = await run_in_threadpool(fn)
                 except Exception as exc:
                     if not future.done():
                         future.set_exception(exc)
                     return
+                finally:
+                    if hold is not None:
+                        hold.unpin()
                 if not future.done():
                     future.set_result(result)
 
-        task = asyncio.create_task(go())
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
-        return await self._wait(future)
+        async def go() -> T:
+            await self._reserve(nbytes, hold)
+            task = asyncio.create_task(work())
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+            return await asyncio.shield(future)
+
+        try:
+            return await self._wait(go(), future, started)
+        finally:
+            if own and hold is not None:
+                hold.release()
+
+    def _try_reserve(self, nbytes: int, hold: Hold | None) -> bool:
+        """Take ``nbytes`` into ``hold`` if they are free now and nobody waits before them (or none are needed)."""
+        if nbytes <= 0 or hold is None:
+            return True
+        if not self.memory.try_acquire(nbytes):
+            return False
+        hold.add(nbytes)
+        return True
+
+    async def _reserve(self, nbytes: int, hold: Hold | None) -> None:
+        """Wait until ``nbytes`` are free, then record them in ``hold``: at most half the time limit (then 503
+        ``overloaded``, leaving a request that gets its bytes time for its work), 413 if they never could be."""
+        if nbytes <= 0 or hold is None:
+            return
+        patience = self.settings.request_timeout_s / 2  # the other half is left for the work itself
+        try:
+            async with asyncio.timeout(patience):
+                await self.memory.acquire(nbytes)
+        except TimeoutError:
+            raise APIError(
+                503,
+                "overloaded",
+                f"The server's memory was taken by other requests for {patience:g} s; retry shortly.",
+                {"Retry-After": "1"},
+            ) from None
+        except TooBig as exc:
+            raise APIError(
+                413,
+                "too_large_for_memory",
+                f"This request needs about {exc.nbytes / memory.MIB:.0f} MiB at its peak; the server's memory "
+                f"budget leaves {exc.capacity / memory.MIB:.0f} MiB for requests (HEADMAP_MEMORY_BUDGET_MB). Ask for "
+                "fewer layers or heads, a shorter text, or use POST /api/runs for long inputs.",
+            ) from None
+        hold.add(nbytes)
 
     def _admit(self) -> None:
         if self.waiting >= self.capacity:
             raise APIError(503, "overloaded", "Too many requests are waiting; retry shortly.", {"Retry-After": "1"})
 
-    async def _wait(self, future: asyncio.Future[T]) -> T:
-        """Await an admitted request's result within ``request_timeout_s``; it counts as waiting until then."""
+    async def _wait(self, work: Coroutine[Any, Any, T], future: asyncio.Future[Any], started: list[bool]) -> T:
+        """Await an admitted request's ``work`` within ``request_timeout_s``; it counts as waiting until then.
+
+        On a timeout or cancellation ``future`` (the result the worker sets) is cancelled: the worker skips
+        the job if it has not started, and a byte reservation still waiting is withdrawn. A request whose
+        model work never started (it waited for bytes, a slot or a batch all along) gets 503 ``overloaded``
+        with ``Retry-After``: the server was too busy, and a retry may well succeed. One whose work started
+        and did not finish in time gets 504.
+        """
         self.waiting += 1
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout_s)
-        except TimeoutError:
+            return await asyncio.wait_for(work, self.settings.request_timeout_s)
+        except BaseException as exc:
             future.cancel()  # the worker skips it if it has not started
+            if not isinstance(exc, TimeoutError):
+                raise
+            if not started[0]:
+                raise APIError(
+                    503,
+                    "overloaded",
+                    f"The server was too busy to start this request within {self.settings.request_timeout_s:g} s; "
+                    "retry shortly.",
+                    {"Retry-After": "1"},
+                ) from None
             raise APIError(
                 504, "timeout", f"The request took longer than {self.settings.request_timeout_s:g} s."
             ) from None
@@ -181,6 +322,11 @@ class Scheduler:
 
     async def _run_batch(self, engine: Engine, batch: list[_Job]) -> None:
         async with self._running:
+            holds = [job.hold for job in batch if job.hold is not None]
+            for job in batch:
+                job.started[0] = True
+            for hold in holds:  # a waiter that times out mid-pass keeps its bytes until the pass ends
+                hold.pin()
             try:
                 results = await run_in_threadpool(engine.run, [job.enc for job in batch])
             except Exception as exc:  # surfaces as each waiter's error, never kills the worker
@@ -189,6 +335,9 @@ class Scheduler:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 return
+            finally:
+                for hold in holds:
+                    hold.unpin()
         self.batches_run += 1
         self.items_run += len(batch)
         for job, result in zip(batch, results, strict=True):

@@ -1,4 +1,5 @@
-"""Process-level tuning: torch thread count sized to the CPUs this process may really use.
+"""Process-level tuning: torch thread count sized to the CPUs this process may really use, and the
+memory limit the byte budget (``serving.memory``) defaults from.
 
 ``os.cpu_count()`` is the host's core count. In a container limited to 2 CPUs on a 64-core host, 64
 intra-op threads burn the CFS quota in a few milliseconds and then sit throttled for the rest of
@@ -89,6 +90,51 @@ def cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SEL
     return min(found) if found else None
 
 
+def _read_memory_v2(folder: Path) -> int | None:
+    value = (folder / "memory.max").read_text().strip()
+    return None if value == "max" else int(value)
+
+
+#: cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit value; anything this big is none.
+_V1_UNLIMITED = 1 << 60
+
+
+def _read_memory_v1(folder: Path) -> int | None:
+    value = int((folder / "memory.limit_in_bytes").read_text().strip())
+    return None if value <= 0 or value >= _V1_UNLIMITED else value
+
+
+def memory_limit(cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP) -> int | None:
+    """Bytes allowed by the tightest cgroup memory limit on this process, or None when unlimited.
+
+    v2 ``memory.max`` (``max`` is no limit) on the unified hierarchy, else v1 ``memory.limit_in_bytes``
+    under the ``memory`` mount; the process's own cgroup and its ancestors, like ``cpu_quota``.
+    """
+    own = _own_cgroups(proc_self_cgroup)
+    if (cgroup_root / "cgroup.controllers").exists() or (cgroup_root / "memory.max").exists():
+        mount, path, read = cgroup_root, own.get(""), _read_memory_v2
+    else:
+        v1_path = next((p for ctrl, p in own.items() if "memory" in ctrl.split(",")), None)
+        mount, path, read = cgroup_root / "memory", v1_path, _read_memory_v1
+    found: list[int] = []
+    for folder in _candidate_dirs(mount, path):
+        try:
+            limit = read(folder)
+        except (OSError, ValueError):
+            continue
+        if limit is not None:
+            found.append(limit)
+    return min(found) if found else None
+
+
+def physical_memory() -> int | None:
+    """The machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _affinity() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -114,6 +160,11 @@ def _workers(env: Mapping[str, str]) -> int:
         return max(1, int(env.get("WEB_CONCURRENCY", "1")))
     except ValueError:
         return 1
+
+
+def workers_sharing(env: Mapping[str, str] | None = None) -> int:
+    """Worker processes of this server on the machine (``WEB_CONCURRENCY``), at least 1."""
+    return _workers(os.environ if env is None else env)
 
 
 def plan_threads(

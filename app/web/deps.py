@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from ..models.registry import ModelRegistry
+from ..serving.memory import Hold
 from ..serving.scheduler import Scheduler
 from ..settings import Settings
 
@@ -26,6 +28,17 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+async def request_hold(request: Request) -> AsyncIterator[Hold]:
+    """The request's hold on the scheduler's byte pool, released after the response has been sent (FastAPI
+    runs a yield dependency's exit then, streamed bodies included) or when the request fails or is cancelled."""
+    hold = get_scheduler(request).hold()
+    try:
+        yield hold
+    finally:
+        hold.release()
+
+
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+HoldDep = Annotated[Hold, Depends(request_hold)]

@@ -18,10 +18,11 @@ from ...schemas.attention import (
 )
 from ...serving import attention as service
 from ...serving import measures as measures_service
-from ..deps import RegistryDep, SchedulerDep
+from ...serving.memory import STREAM_ABOVE
+from ..deps import HoldDep, RegistryDep, SchedulerDep, SettingsDep
 from ..errors import error_responses
 from ..i18n import LangDep
-from ..responses import timed_json
+from ..responses import streamed_json, timed_json
 
 router = APIRouter(prefix="/api", tags=["attention"])
 
@@ -32,16 +33,24 @@ router = APIRouter(prefix="/api", tags=["attention"])
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="Attention weights of every layer and head for a text",
 )
-async def attention(req: AttentionRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
+async def attention(
+    req: AttentionRequest, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep, hold: HoldDep
+) -> Response:
     """Tokenize `text` (and `text_pair`), run the model, return `attention[layer][head][query][key]`.
 
-    With `measure: norms`, the norm-based measure instead (Kobayashi et al. 2020) and `layer_norms`."""
+    With `measure: norms`, the norm-based measure instead (Kobayashi et al. 2020) and `layer_norms`.
+    Past `HEADMAP_MAX_RESPONSE_MB`, 413 `response_too_large`: long inputs are read through `POST /api/runs`."""
     start = time.perf_counter()
+    limit = settings.max_response_mb
     if req.measure == "norms":
-        return timed_json(await measures_service.attention_norms(registry, scheduler, req), start)
-    result = await service.compute(registry, scheduler, req)
+        return timed_json(await measures_service.attention_norms(registry, scheduler, req, hold, limit), start)
+    result = await service.compute(registry, scheduler, req, hold, limit)
+    if service.body_size(result, req.encoding) > STREAM_ABOVE:  # written a layer at a time as the client reads
+        length, pieces = service.render_stream(result, req.encoding)
+        del result  # the generator holds what it needs
+        return streamed_json(length, pieces, start)
     body = await run_in_threadpool(service.render, result, req.encoding)
-    del result  # the weights (75 MB at 512 tokens) are in the body now; free them before sending
+    del result  # the weights are in the body now; free them before sending
     return timed_json(body, start)
 
 

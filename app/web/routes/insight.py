@@ -30,8 +30,9 @@ from ...serving import insight as insight_service
 from ...serving import measures as measures_service
 from ...serving.attention import AttentionResult
 from ...serving.encoding import dumps
+from ...serving.memory import Hold, python_values_bytes
 from ...serving.scheduler import Scheduler
-from ..deps import RegistryDep, SchedulerDep, SettingsDep
+from ..deps import HoldDep, RegistryDep, SchedulerDep, SettingsDep
 from ..errors import error_responses
 from ..i18n import LangDep
 from ..responses import timed_json
@@ -50,12 +51,14 @@ async def _respond(start: float, build: Callable[..., dict[str, Any]], *args: An
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="Statistics of every layer × head: entropy, distance, max weight, shares to [CLS]/[SEP]/self/neighbours",
 )
-async def stats(req: StatsRequest, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep) -> Response:
+async def stats(
+    req: StatsRequest, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep, hold: HoldDep
+) -> Response:
     """Each statistic as a `[layer][head]` matrix; the definitions are in the response schema.
 
     With `similarity: true`, also the Jensen–Shannon distances between the heads and a 2-D MDS map of them."""
     start = time.perf_counter()
-    result = await service.compute(registry, scheduler, req)
+    result = await service.compute(registry, scheduler, req, hold)
     if req.similarity:
         measures_service.check_length("similarity", len(result.enc), settings.similarity_max_tokens)
     return await _respond(start, insight_service.stats_payload, result, req.similarity)
@@ -68,20 +71,22 @@ async def stats(req: StatsRequest, registry: RegistryDep, scheduler: SchedulerDe
     summary="Mean and max over heads, attention rollout and flow, and ALTI contributions, per layer",
 )
 async def aggregate(
-    req: AggregateRequest, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep
+    req: AggregateRequest, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep, hold: HoldDep
 ) -> Response:
     """T×T matrices per layer combining the requested `heads`; each formula is in the response schema."""
     start = time.perf_counter()
     if "alti" in req.methods or "alti_rollout" in req.methods:
         engine, _, _ = service.prepare(registry, req)  # empty text, unknown model, ranges: before the 422 below
         measures_service.require_internals(engine, "alti")
-    result = await service.compute(registry, scheduler, req)
+    result = await service.compute(registry, scheduler, req, hold)
     if "flow" in req.methods:
         measures_service.check_length("flow", len(result.enc), settings.flow_max_tokens)
     if "alti" in req.methods or "alti_rollout" in req.methods:
         measures_service.check_length("alti", len(result.enc), settings.alti_max_tokens)
     if {"flow", "alti", "alti_rollout"} & set(req.methods):  # model work or seconds of max-flow: admitted like it
-        body = await scheduler.call(lambda: dumps(insight_service.aggregate_payload(result, req.methods)))
+        alti = "alti" in req.methods or "alti_rollout" in req.methods
+        nbytes = measures_service.alti_bytes(result.engine, len(result.enc)) if alti else 0  # flow: a small graph
+        body = await scheduler.call(lambda: dumps(insight_service.aggregate_payload(result, req.methods)), nbytes, hold)
         return timed_json(body, start)
     return await _respond(start, insight_service.aggregate_payload, result, req.methods)
 
@@ -97,10 +102,10 @@ def _side(name: str) -> Iterator[None]:
 
 
 async def _compute_side(
-    name: str, registry: ModelRegistry, scheduler: Scheduler, req: AttentionRequest
+    name: str, registry: ModelRegistry, scheduler: Scheduler, req: AttentionRequest, hold: Hold
 ) -> AttentionResult:
     with _side(name):
-        return await service.compute(registry, scheduler, req)
+        return await service.compute(registry, scheduler, req, hold)
 
 
 @router.post(
@@ -109,7 +114,7 @@ async def _compute_side(
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="Attention of two inputs side by side, and A − B when their tokens line up",
 )
-async def compare(req: CompareRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
+async def compare(req: CompareRequest, registry: RegistryDep, scheduler: SchedulerDep, hold: HoldDep) -> Response:
     """Two texts, or one text through two models sharing a tokenizer. Tokens that do not line up give 200 with
     `aligned: false`, a plain `reason` and `diff: null` (both sides are still returned, to show side by side)."""
     start = time.perf_counter()
@@ -134,8 +139,8 @@ async def compare(req: CompareRequest, registry: RegistryDep, scheduler: Schedul
     ]
     # Both sides go through the batcher together: on one model they can share a forward pass.
     results = await asyncio.gather(
-        _compute_side("a", registry, scheduler, sides[0]),
-        _compute_side("b", registry, scheduler, sides[1]),
+        _compute_side("a", registry, scheduler, sides[0], hold),
+        _compute_side("b", registry, scheduler, sides[1], hold),
         return_exceptions=True,  # wait for both, so a failing side leaves no orphaned task behind
     )
     result_a, result_b = results
@@ -152,7 +157,9 @@ async def compare(req: CompareRequest, registry: RegistryDep, scheduler: Schedul
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="The custom block's forward pass step by step for one head, with real numbers",
 )
-async def explain(req: ExplainRequest, registry: RegistryDep, scheduler: SchedulerDep, lang: LangDep) -> Response:
+async def explain(
+    req: ExplainRequest, registry: RegistryDep, scheduler: SchedulerDep, lang: LangDep, hold: HoldDep
+) -> Response:
     """Embeddings, Q/K/V, scores, softmax weights, weighted sum, residual + LayerNorm, Linear output (kind custom).
 
     Titles and explanations follow `?lang=` or `Accept-Language` (`en`, `zh-CN`); formulas and keys do not."""
@@ -171,5 +178,7 @@ async def explain(req: ExplainRequest, registry: RegistryDep, scheduler: Schedul
     enc = await run_in_threadpool(service.encode, engine, one)
     # One layer on one unpadded input: nothing to batch, but it is model work like any other, so it takes
     # its turn under the scheduler's admission control (503), concurrency bound and time limit (504).
-    payload = await scheduler.call(lambda: insight_service.explain_payload(engine, enc, req.head, lang))
+    t, hidden = len(enc), engine.num_heads * engine.head_dim
+    nbytes = python_values_bytes(2 * t * t + 12 * t * hidden)  # T×T scores and weights, ~12 T×D steps, as lists
+    payload = await scheduler.call(lambda: insight_service.explain_payload(engine, enc, req.head, lang), nbytes, hold)
     return timed_json(await run_in_threadpool(dumps, payload), start)

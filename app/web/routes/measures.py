@@ -9,14 +9,14 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ...models.engine import dense
+from ...models.engine import Encoded, dense
 from ...schemas.attention import AttentionRequest
 from ...schemas.measures import HeadsRequest, HeadsResponse
 from ...serving import attention as service
 from ...serving import insight as insight_service
 from ...serving import measures as measures_service
 from ...serving.encoding import dumps
-from ..deps import RegistryDep, SchedulerDep
+from ..deps import HoldDep, RegistryDep, SchedulerDep
 from ..errors import error_responses
 from ..responses import timed_json
 
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api", tags=["measures"])
     responses=error_responses(400, 404, 413, 422, 503, 504),
     summary="Head types of every layer × head: previous/next token, self, sink, [CLS]/[SEP], duplicate, induction",
 )
-async def heads(req: HeadsRequest, registry: RegistryDep, scheduler: SchedulerDep) -> Response:
+async def heads(req: HeadsRequest, registry: RegistryDep, scheduler: SchedulerDep, hold: HoldDep) -> Response:
     """TransformerLens-style detector scores `[layer][head]`; each detector's formula is in `definitions`.
 
     The positional detectors run on `text` (or, without it, on the random sequence); duplicate-token and
@@ -47,7 +47,14 @@ async def heads(req: HeadsRequest, registry: RegistryDep, scheduler: SchedulerDe
         with scheduler.announce(engine):
             text_enc = await run_in_threadpool(service.encode, engine, text_req)
     # Both inputs go through the batcher together (one forward pass when they fit one batch).
-    rep_attn, text_attn = await asyncio.gather(scheduler.run(engine, rep), scheduler.run(engine, text_enc))
+    every_layer, every_head = list(range(engine.num_layers)), list(range(engine.num_heads))
+
+    def peak(enc: Encoded) -> int:  # every head densely, its detector scores computed on it
+        return service.peak_bytes(engine, len(enc), every_layer, every_head, "json")
+
+    rep_attn, text_attn = await asyncio.gather(
+        scheduler.run(engine, rep, peak(rep), hold), scheduler.run(engine, text_enc, peak(text_enc), hold)
+    )
     cls, sep = insight_service.cls_sep_positions(engine, text_enc)
     body = await run_in_threadpool(
         lambda: dumps(

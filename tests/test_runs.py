@@ -271,7 +271,7 @@ def test_overview_is_pooled_in_row_chunks(
     runs_client: TestClient, runs_app: FastAPI, store, references, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     """With chunks of 7 query rows (blocks span chunks), the overview is the same pooling of the eager matrix."""
-    monkeypatch.setattr(runs_service, "_CHUNK_FLOATS", 7 * 300)
+    monkeypatch.setattr(runs_service, "CHUNK_FLOATS", 7 * 300)
     check_overviews(runs_client, runs_app, references, "llama", 300, [(1, "mean", 40, "mean"), (0, 2, 13, "max")])
 
 

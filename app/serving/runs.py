@@ -37,6 +37,7 @@ from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
 from ..settings import Settings
 from . import attention as service
+from .memory import FLOAT32, Hold
 from .scheduler import Scheduler
 
 #: Most queries (and keys) one tile may span.
@@ -44,7 +45,7 @@ MAX_TILE = 512
 #: Most cells a side of an overview may have.
 MAX_OVERVIEW = 512
 #: Floats of weights computed at once for an overview (16 MB): query rows per chunk = this / (heads x T).
-_CHUNK_FLOATS = 1 << 22
+CHUNK_FLOATS = 1 << 22
 #: Bytes a run holds besides its tensors (ids, bookkeeping), counted so that tiny runs still weigh something.
 _OVERHEAD = 4096
 
@@ -227,8 +228,25 @@ def _forward(engine: Engine, enc: Encoded) -> Captured | torch.Tensor:
     return out.float().contiguous()  # [L, H, T, T] its own storage, not a view of the batch
 
 
+def create_bytes(engine: Engine, num_tokens: int) -> int:
+    """What creating a run reserves from the memory pool: what it keeps, plus the forward pass's activations
+    (about 16 x T x hidden floats, hidden = heads x head size; SDPA's scores are never held whole)."""
+    return expected_bytes(engine, num_tokens) + FLOAT32 * 16 * num_tokens * engine.num_heads * engine.head_dim
+
+
+def read_bytes(run: Run, rows: int) -> int:
+    """What an overview or tile reserves: ``rows`` query rows of exact softmax over all keys, twice (scores and
+    weights)."""
+    return 2 * FLOAT32 * rows * run.num_tokens
+
+
 async def create(
-    registry: ModelRegistry, scheduler: Scheduler, store: RunStore, settings: Settings, req: AttentionRequest
+    registry: ModelRegistry,
+    scheduler: Scheduler,
+    store: RunStore,
+    settings: Settings,
+    req: AttentionRequest,
+    hold: Hold | None = None,
 ) -> tuple[Run, Encoded, Engine]:
     """Validate, tokenize (up to ``token_limit``), run the model under the scheduler and keep the run."""
     engine, _, _ = service.prepare(registry, req)
@@ -238,7 +256,7 @@ async def create(
     if not captures(engine):
         what += f" (dense weights: this model has no attention capture; models with it: {_capture_models(registry)})"
     store.check_fits(expected_bytes(engine, len(enc)) + _OVERHEAD, what)
-    attention = await scheduler.call(lambda: _forward(engine, enc))
+    attention = await scheduler.call(lambda: _forward(engine, enc), create_bytes(engine, len(enc)), hold)
     return store.add(engine.name, attention, engine.num_kv_heads), enc, engine
 
 
@@ -328,13 +346,13 @@ def overview(
     """``(q_bounds, k_bounds, matrix [n, n])``: ``reduce`` of the weights over each block of queries x keys.
 
     Query rows are computed a chunk at a time, one head after the other (each row's exact softmax over all keys,
-    the heads summed or maxed into the chunk), pooled, and let go: about ``2 x _CHUNK_FLOATS`` weights are held at
+    the heads summed or maxed into the chunk), pooled, and let go: about ``2 x CHUNK_FLOATS`` weights are held at
     once, whatever T. Blocking: a worker thread."""
     heads = check_layer_head(run, layer, head)
     t = run.num_tokens
     bounds = block_bounds(t, size)  # [n + 1]
     pool = BlockPool(bounds, bounds, reduce)
-    rows = max(1, _CHUNK_FLOATS // t)
+    rows = max(1, CHUNK_FLOATS // t)
     with torch.inference_mode():
         for q0 in range(0, t, rows):
             q1 = min(q0 + rows, t)

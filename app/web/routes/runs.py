@@ -13,7 +13,7 @@ from ...schemas.attention import AttentionRequest
 from ...schemas.runs import Overview, RunInfo, RunRequest, Tile
 from ...serving import runs as service
 from ...serving.encoding import CompactWeights, Weights, dumps
-from ..deps import RegistryDep, SchedulerDep, SettingsDep
+from ..deps import HoldDep, RegistryDep, SchedulerDep, SettingsDep
 from ..errors import error_responses
 from ..responses import timed_json
 
@@ -61,14 +61,19 @@ _READ_ERRORS[304] = {"description": "Not modified: the `If-None-Match` ETag stil
     summary="Run a (long) text once and keep it, to read as overviews and tiles",
 )
 async def create(
-    req: RunRequest, request: Request, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep
+    req: RunRequest,
+    request: Request,
+    registry: RegistryDep,
+    scheduler: SchedulerDep,
+    settings: SettingsDep,
+    hold: HoldDep,
 ) -> Response:
     """Tokenize and run the text; the server keeps the run (queries and keys for models on the attention capture)
     until `expires_at` or until it needs the room (least recently used first). Read it with `GET .../overview` and
     `GET .../tile`. Takes up to `HEADMAP_RUN_MAX_TOKENS` tokens, capped by the model's own limit."""
     start = time.perf_counter()
     attention_req = AttentionRequest(text=req.text, model=req.model, text_pair=req.text_pair, truncate=req.truncate)
-    run, enc, engine = await service.create(registry, scheduler, run_store(request), settings, attention_req)
+    run, enc, engine = await service.create(registry, scheduler, run_store(request), settings, attention_req, hold)
     body = await run_in_threadpool(lambda: dumps(service.info(run, enc, engine)))
     response = timed_json(body, start)
     response.headers["Location"] = f"/api/runs/{run.run_id}"
@@ -87,6 +92,7 @@ async def overview(
     head: HeadQ,
     request: Request,
     scheduler: SchedulerDep,
+    hold: HoldDep,
     size: Annotated[int, Query(ge=1, le=service.MAX_OVERVIEW, description="Cells a side (at most the tokens).")] = 256,
     reduce: Annotated[Literal["max", "mean"], Query(description="How a block's weights become one cell.")] = "max",
     if_none_match: IfNoneMatch = None,
@@ -99,7 +105,10 @@ async def overview(
     tag = service.etag(run, {"view": "overview", "layer": layer, "head": head, "size": size, "reduce": reduce})
     if (hit := _not_modified(store, run, tag, if_none_match)) is not None:
         return hit
-    q_bounds, k_bounds, matrix = await scheduler.call(lambda: service.overview(run, layer, head, size, reduce))
+    nbytes = service.read_bytes(run, max(1, service.CHUNK_FLOATS // run.num_tokens))  # one chunk of rows
+    q_bounds, k_bounds, matrix = await scheduler.call(
+        lambda: service.overview(run, layer, head, size, reduce), nbytes, hold
+    )
     payload: dict[str, Any] = {
         "run_id": run.run_id,
         "layer": layer,
@@ -130,6 +139,7 @@ async def tile(
     k1: Annotated[int, Query(ge=1, description="Last key (exclusive).")],
     request: Request,
     scheduler: SchedulerDep,
+    hold: HoldDep,
     encoding: Annotated[Literal["json", "compact"], Query(description="`json` floats or `compact` uint8.")] = "json",
     if_none_match: IfNoneMatch = None,
 ) -> Response:
@@ -143,7 +153,8 @@ async def tile(
     tag = service.etag(run, query)
     if (hit := _not_modified(store, run, tag, if_none_match)) is not None:
         return hit
-    weights = await scheduler.call(lambda: service.tile(run, layer, head, q0, q1, k0, k1))  # [q, k]
+    nbytes = service.read_bytes(run, q1 - q0)
+    weights = await scheduler.call(lambda: service.tile(run, layer, head, q0, q1, k0, k1), nbytes, hold)  # [q, k]
     payload = {
         "run_id": run.run_id,
         "layer": layer,

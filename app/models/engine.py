@@ -35,6 +35,11 @@ class Seq2SeqAttention:
 Output = Attention | Seq2SeqAttention
 
 
+def self_attention(out: Output) -> Attention:
+    """The square self-attention of an item: an encoder–decoder's encoder (over the source), else the item itself."""
+    return out.encoder if isinstance(out, Seq2SeqAttention) else out
+
+
 def dense(attention: Attention | Seq2SeqAttention) -> torch.Tensor:
     """Every layer and head as one (L, H, T, T) tensor (computed from a capture, as is otherwise).
 
@@ -161,8 +166,10 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------------
     def forward(self, batch: list[Encoded]) -> list[torch.Tensor]:
-        """Run a padded batch; return each item's dense attention, padding cut away: list of (L, H, T_i, T_i)."""
-        return [dense(item) for item in self.run(batch)]
+        """Run a padded batch; return each item's dense attention, padding cut away: list of (L, H, T_i, T_i).
+
+        An encoder–decoder gives its encoder's self-attention here (``run`` gives all three)."""
+        return [dense(self_attention(item)) for item in self.run(batch)]
 
     def encode_target(self, target: str | None, truncate: bool = False) -> Encoded:
         """An encoder–decoder's decoder input: its start token, then ``target`` tokenized as a target (teacher
@@ -210,6 +217,7 @@ class Engine:
 
     def padded(self, batch: list[Encoded]) -> torch.Tensor:
         """The whole right-padded batch's attention, padding included: (L, B, H, T_max, T_max), float32.
+        (An encoder–decoder's encoder self-attention.)
 
         For callers that reduce over the batch themselves (corpus statistics); padded keys get weight 0,
         padded query rows hold whatever the model computes there and must be masked out by the caller."""

@@ -166,17 +166,17 @@ class HFEngine(Engine):
         ]
 
     def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        if self.kind == "encoder-decoder":  # three attentions per item: callers use ``run``
-            raise NotImplementedError(f"{self.name} is an encoder-decoder model: use run(), which gives all three")
+        # An encoder-decoder gives its encoder's self-attention here (corpus statistics); ``run`` gives all three.
+        model = self.model.get_encoder() if self.kind == "encoder-decoder" else self.model
         kwargs = self._inputs(ids, mask, types)
         if self.capture:  # the SDPA path returns no weights: computed from the captured q and k, padding included
             with capture.recording() as rec:
-                self.model(**kwargs)
+                model(**kwargs)
             b, t = ids.shape
             every_layer, every_head = list(range(self.num_layers)), list(range(self.num_heads))
             items = rec.split([t] * b)  # B x Captured over all T positions
             return torch.stack([item.select(every_layer, every_head) for item in items], dim=1)  # (L, B, H, T, T)
-        layers: list[torch.Tensor | None] = list(self.model(**kwargs, output_attentions=True).attentions)
+        layers: list[torch.Tensor | None] = list(model(**kwargs, output_attentions=True).attentions)
         # Stack layer by layer, letting go of each source as it is copied: torch.stack would hold the
         # model's L tensors and the stacked copy at once (150 MB instead of 88 MB at 512 tokens).
         first = layers[0]

@@ -19,7 +19,7 @@ from typing import TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import APIError
-from ..models.engine import Attention, Encoded, Engine
+from ..models.engine import Encoded, Engine, Output
 from ..settings import Settings
 
 log = logging.getLogger("headmap")
@@ -30,7 +30,7 @@ T = TypeVar("T")
 @dataclass
 class _Job:
     enc: Encoded
-    future: asyncio.Future[Attention] = field(repr=False)
+    future: asyncio.Future[Output] = field(repr=False)
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Scheduler:
         s = self.settings
         return s.max_queue + s.max_concurrency * s.max_batch_size
 
-    async def run(self, engine: Engine, enc: Encoded) -> Attention:
+    async def run(self, engine: Engine, enc: Encoded) -> Output:
         """Attention of one input, (L, H, T, T) or captured. 503 when the queue is full, 504 past the time limit."""
         self._admit()
         job = _Job(enc, asyncio.get_running_loop().create_future())

@@ -148,7 +148,7 @@ def _too_long(engine: Engine, exc: TooLong, field: str = "input") -> APIError:
             f"The target has {exc.num_tokens} tokens (with the decoder's start token); {engine.name} takes at most "
             f'{exc.max_tokens}. Shorten it or send "truncate": true.',
             message=(
-                "error.detail.too_many_tokens",
+                "error.detail.too_many_target_tokens",
                 {"count": exc.num_tokens, "model": engine.name, "max": exc.max_tokens},
             ),
         )

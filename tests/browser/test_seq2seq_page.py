@@ -117,7 +117,7 @@ def test_cross_view_is_target_by_source_with_the_apis_numbers(s2s_page, s2s_serv
 
 def test_target_box_only_for_encoder_decoders_and_tab_goes_away(s2s_page, s2s_server: str) -> None:  # type: ignore[no-untyped-def]
     page = s2s_page
-    page.goto(f"{s2s_server}/?lang=zh-CN")
+    page.goto(f"{s2s_server}/?lang=zh-CN#text=The+cat+sat.")  # the Chinese example is over 64 tokens here
     wait_ready(page, 180)
     assert page.is_visible("#target-box")
     assert page.inner_text("label[for=target]").startswith("目标文本")

@@ -59,6 +59,13 @@ def plotted(page) -> dict:  # type: ignore[no-untyped-def]
     )
 
 
+def slide(page, slider: str, value: int) -> None:  # type: ignore[no-untyped-def]
+    page.evaluate(
+        f"(() => {{ const el = document.getElementById('{slider}'); el.value = '{value}'; "
+        "el.dispatchEvent(new Event('input')); })()"
+    )
+
+
 def run_with_target(page, model: str) -> None:  # type: ignore[no-untyped-def]
     runs = page.evaluate("document.getElementById('app').dataset.runs || '0'")
     page.select_option("#model", model)
@@ -93,10 +100,10 @@ def test_cross_view_is_target_by_source_with_the_apis_numbers(s2s_page, s2s_serv
 
     # Layer 1, head 2 through the sliders.
     before = renders(page)
-    page.evaluate("(() => { const el = document.getElementById('layer'); el.value = '1'; el.dispatchEvent(new Event('input')); })()")
+    slide(page, "layer", 1)
     wait_render(page, before, 30)
     before = renders(page)
-    page.evaluate("(() => { const el = document.getElementById('head'); el.value = '2'; el.dispatchEvent(new Event('input')); })()")
+    slide(page, "head", 2)
     wait_render(page, before, 30)
     wait_until(page, "document.getElementById('s2s-plot').dataset.head === '2'", 30)
     np.testing.assert_allclose(np.array(plotted(page)["z"]), np.array(api["cross_attention"])[1][2], atol=COMPACT_TOL,

@@ -282,3 +282,18 @@ def test_notebook_api_gives_the_encoder(references) -> None:  # type: ignore[no-
     want = eager(references, "marian", SOURCE, None)["encoder_attentions"]
     assert result.kind == "encoder-decoder" and "encoder self-attention" in result.description
     np.testing.assert_allclose(np.asarray(result.full), want, atol=EXACT, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_compare_and_corpus_batches_use_the_encoder(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
+    from headmap.corpus.compute import padded_attention
+
+    long, short = (eager(references, family, text, None)["encoder_attentions"] for text in (SOURCE, OTHER_SOURCE))
+    r = client.post("/api/compare", json={"a": {"text": SOURCE, "model": family},
+                                          "b": {"text": SOURCE, "model": family}})  # fmt: skip
+    assert r.status_code == 200, r.text
+    engine = engine_named(client, family)
+    batch = padded_attention(engine, [engine.encode(SOURCE), engine.encode(OTHER_SOURCE)])  # (L, B, H, S, S)
+    np.testing.assert_allclose(batch[:, 0].double().numpy(), long, atol=EXACT, rtol=0)
+    n = short.shape[-1]
+    np.testing.assert_allclose(batch[:, 1, :, :n, :n].double().numpy(), short, atol=EXACT, rtol=0)

@@ -270,13 +270,14 @@ function bindEvents() {
   on(controls.scale, "change", () => ({ scale: controls.scale.value }));
   on(controls.range, "change", () => ({ range: controls.range.value }));
 
-  const names = Object.keys(controls.tabs);
+  const allNames = Object.keys(controls.tabs);
   for (const [view, tab] of Object.entries(controls.tabs)) {
     tab.addEventListener("click", () => {
       tooltip.hide();
       store.setState({ view });
     });
     tab.addEventListener("keydown", (ev) => {
+      const names = allNames.filter((name) => !controls.tabs[name].hidden); // the encoder–decoder tab may be hidden
       const i = names.indexOf(view);
       const to = { ArrowLeft: i - 1, ArrowRight: i + 1, Home: 0, End: names.length - 1 }[ev.key];
       if (to === undefined) return;

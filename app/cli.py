@@ -52,7 +52,12 @@ def _attention(args: argparse.Namespace) -> int:
     registry.load_all()
     try:
         req = AttentionRequest(
-            text=args.text, model=args.model, text_pair=args.pair, truncate=args.truncate, encoding=args.encoding
+            text=args.text,
+            model=args.model,
+            text_pair=args.pair,
+            target=args.target,
+            truncate=args.truncate,
+            encoding=args.encoding,
         )
         body = service.render(service.compute_sync(registry, req), req.encoding)
     except ValidationError as exc:
@@ -258,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("text")
     att.add_argument("--model", default=None, help="model name (default: minilm)")
     att.add_argument("--pair", default=None, help="optional second segment")
+    att.add_argument("--target", default=None, help="encoder-decoder models: the target text (teacher-forced)")
     att.add_argument("--truncate", action="store_true", help="cut to the model's max_tokens instead of failing")
     att.add_argument("--encoding", choices=["json", "compact"], default="json")
     att.set_defaults(func=_attention)

@@ -181,6 +181,8 @@ def test_models(client: TestClient) -> None:
         "max_tokens": 512,
         "description": "",
         "supports_pair": True,
+        "decoder_layers": None,  # an encoder: no decoder
+        "decoder_heads": None,
     }
     assert by_name["custom"]["kind"] == "custom" and by_name["custom"]["num_layers"] == 1
     assert all(m["description"] for m in body["models"])

@@ -30,6 +30,7 @@ MODEL_DEPENDENT = {
     (422, "layer_out_of_range"),  # an index outside 0..count-1 of this model (the count is the model's)
     (422, "head_out_of_range"),
     (422, "pair_unsupported"),  # `text_pair` for a model that takes one segment
+    (422, "target_unsupported"),  # `target` for a model that is not an encoder–decoder
     (422, "not_custom"),  # /api/explain with a model of another kind
     (422, "measure_unsupported"),  # norms / ALTI for a model whose internals are not read (the custom block)
     (422, "random_length_out_of_range"),  # /api/heads: twice the random sequence is over this model's limit

@@ -275,3 +275,116 @@ LLM_MAKERS = {
     "gemma2": make_gemma2,
     "phi3": make_phi3,
 }
+
+
+# -- encoder–decoder families (cross-attention) -----------------------------------------------------
+
+#: Source/target sentences for the encoder–decoder tests (the target is teacher-forced).
+SEQ2SEQ_CORPUS = [*CORPUS, "Die Katze saß auf der Matte, weil sie müde war.", "Le chat est assis sur le tapis."]
+
+
+@functools.cache
+def _trained_unigram() -> tuple[tuple[str, float], ...]:
+    """A SentencePiece-style Unigram (``▁`` marks a word start) trained on the corpus once: (piece, score)."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    uni = Tokenizer(models.Unigram())
+    uni.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    uni.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", shrinking_factor=0.75
+    )
+    uni.train_from_iterator(SEQ2SEQ_CORPUS * 4, trainer=trainer)
+    return tuple((str(p), float(s)) for p, s in json.loads(uni.to_str())["model"]["vocab"])
+
+
+def _seq2seq_sizes() -> dict[str, int]:
+    return {"encoder_layers": LAYERS, "decoder_layers": LAYERS, "encoder_attention_heads": HEADS,
+            "decoder_attention_heads": HEADS, "encoder_ffn_dim": 2 * HIDDEN, "decoder_ffn_dim": 2 * HIDDEN,
+            "d_model": HIDDEN, "max_position_embeddings": POSITIONS}  # fmt: skip
+
+
+def make_t5(folder: Path) -> Path:
+    """T5: relative position bias (added to the logits), no 1/√d scaling, pad as the decoder start token."""
+    from transformers import T5Config, T5Model, T5Tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = T5Tokenizer(vocab=list(_trained_unigram()), extra_ids=0, model_max_length=POSITIONS)
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=HIDDEN,
+        d_kv=HIDDEN // HEADS,
+        d_ff=2 * HIDDEN,
+        num_layers=LAYERS,
+        num_decoder_layers=LAYERS,
+        num_heads=HEADS,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(10)
+    T5Model(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_bart(folder: Path) -> Path:
+    """BART: byte-level BPE (RoBERTa's), learned positions, ``</s>`` as the decoder start token."""
+    from transformers import BartConfig, BartModel, BartTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = _byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok = BartTokenizer(vocab=vocab, merges=merges, add_prefix_space=False, trim_offsets=True,
+                        model_max_length=POSITIONS)  # fmt: skip
+    config = BartConfig(
+        vocab_size=len(tok),
+        **_seq2seq_sizes(),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.eos_token_id,
+        forced_eos_token_id=None,
+    )
+    torch.manual_seed(11)
+    BartModel(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_marian(folder: Path) -> Path:
+    """Marian: sinusoidal positions, a SentencePiece Unigram vocabulary, ``</s>`` appended, pad as decoder start.
+
+    Real Marian checkpoints ship ``source.spm``/``target.spm`` for the slow ``MarianTokenizer``; this one
+    carries the same kind of Unigram vocabulary as a fast ``tokenizer.json``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import MarianConfig, MarianModel, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = list(_trained_unigram())
+    uni = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    uni.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    uni.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    uni.post_processor = processors.TemplateProcessing(
+        single=["$A", "</s>"], pair=["$A", "$B", "</s>"], special_tokens=[("</s>", 1)]
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=uni, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                  model_max_length=POSITIONS)  # fmt: skip
+    config = MarianConfig(
+        vocab_size=len(tok),
+        **_seq2seq_sizes(),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+        forced_eos_token_id=None,
+    )
+    torch.manual_seed(12)
+    MarianModel(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+SEQ2SEQ_MAKERS = {"t5": make_t5, "bart": make_bart, "marian": make_marian}

@@ -250,22 +250,44 @@ class Recorder:
 
     def split(self, lengths: list[int]) -> list[Captured]:
         """Per item (right-padded to the batch's longest), the capture cut to its own ``lengths[i]`` tokens."""
-        items: list[list[LayerCapture]] = [[] for _ in lengths]
-        for raw in self.calls:
-            made = self.masks.get(id(raw.mask)) if raw.mask is not None else None
-            for i, n in enumerate(lengths):
-                items[i].append(
-                    LayerCapture(
-                        q=_own(raw.q[i, :, :n]),  # [Hq, n, d]
-                        k=_own(raw.k[i, :, :n]),  # [Hkv, n, d]
-                        mask=_item_mask(raw, made, i, n),
-                        scaling=raw.scaling,
-                        softcap=raw.softcap,
-                        sliding_window=raw.sliding_window,
-                        bias=_item_bias(raw.bias, i, n),
-                    )
+        return split_calls(self.calls, self.masks, lengths, lengths)
+
+    def split_seq2seq(
+        self, encoder_calls: int, source_lengths: list[int], target_lengths: list[int]
+    ) -> list[tuple[Captured, Captured, Captured]]:
+        """An encoder–decoder forward pass, per item: (encoder self, decoder self, cross) attention.
+
+        The encoder runs first (``encoder_calls`` calls), then each decoder layer calls its self-attention and
+        then its cross-attention (queries: target positions, keys: the encoder's output, so source positions).
+        """
+        enc, dec = self.calls[:encoder_calls], self.calls[encoder_calls:]
+        if len(dec) % 2:
+            raise RuntimeError(f"captured {len(dec)} decoder attention calls, expected self and cross per layer")
+        encoder = split_calls(enc, self.masks, source_lengths, source_lengths)
+        decoder = split_calls(dec[0::2], self.masks, target_lengths, target_lengths)
+        cross = split_calls(dec[1::2], self.masks, target_lengths, source_lengths)
+        return list(zip(encoder, decoder, cross, strict=True))
+
+
+def split_calls(calls: list[_Raw], masks: dict[int, _MaskMade], q_lengths: list[int],
+                k_lengths: list[int]) -> list[Captured]:  # fmt: skip
+    """Per item, ``calls`` cut to its own ``q_lengths[i]`` queries × ``k_lengths[i]`` keys (right padding)."""
+    items: list[list[LayerCapture]] = [[] for _ in q_lengths]
+    for raw in calls:
+        made = masks.get(id(raw.mask)) if raw.mask is not None else None
+        for i, (nq, nk) in enumerate(zip(q_lengths, k_lengths, strict=True)):
+            items[i].append(
+                LayerCapture(
+                    q=_own(raw.q[i, :, :nq]),  # [Hq, nq, d]
+                    k=_own(raw.k[i, :, :nk]),  # [Hkv, nk, d]
+                    mask=_item_mask(raw, made, i, nq, nk),
+                    scaling=raw.scaling,
+                    softcap=raw.softcap,
+                    sliding_window=raw.sliding_window,
+                    bias=_item_bias(raw.bias, i, nq, nk),
                 )
-        return [Captured(layers) for layers in items]
+            )
+    return [Captured(layers) for layers in items]
 
 
 def _own(t: torch.Tensor) -> torch.Tensor:
@@ -275,18 +297,18 @@ def _own(t: torch.Tensor) -> torch.Tensor:
     return t.clone(memory_format=torch.contiguous_format)
 
 
-def _item_bias(bias: torch.Tensor | None, i: int, n: int) -> torch.Tensor | None:
+def _item_bias(bias: torch.Tensor | None, i: int, nq: int, nk: int) -> torch.Tensor | None:
     if bias is None:
         return None
-    return _own(bias[i if bias.shape[0] > 1 else 0, :, :n, :n])  # [1|Hq, n, n]
+    return _own(bias[i if bias.shape[0] > 1 else 0, :, :nq, :nk])  # [1|Hq, nq, nk]
 
 
-def _item_mask(raw: _Raw, made: _MaskMade | None, i: int, n: int) -> Mask:
+def _item_mask(raw: _Raw, made: _MaskMade | None, i: int, nq: int, nk: int) -> Mask:
     if raw.mask is None:
         return Mask("causal" if raw.causal else "full")
     if made is not None:
         return Mask("function", function=made.function, batch=i, q_offset=made.q_offset, kv_offset=made.kv_offset)
-    m = raw.mask[i if raw.mask.shape[0] > 1 else 0, :, :n, :n]  # [Hm, n, n]
+    m = raw.mask[i if raw.mask.shape[0] > 1 else 0, :, :nq, :nk]  # [Hm, nq, nk]
     return Mask("dense", dense=_own(m))
 
 

@@ -21,8 +21,31 @@ from .capture import Captured
 Attention = torch.Tensor | Captured
 
 
-def dense(attention: Attention) -> torch.Tensor:
-    """Every layer and head as one (L, H, T, T) tensor (computed from a capture, as is otherwise)."""
+@dataclass
+class Seq2SeqAttention:
+    """One encoder–decoder item: the encoder's self-attention, the decoder's (causal) self-attention, and the
+    decoder's cross-attention to the encoder output (target positions × source positions)."""
+
+    encoder: Attention  # (L, H, S, S)
+    decoder: Attention  # (Ld, Hd, T, T)
+    cross: Attention  # (Ld, Hd, T, S)
+
+
+#: What ``Engine.run`` gives per item: one self-attention, or the three of an encoder–decoder.
+Output = Attention | Seq2SeqAttention
+
+
+def self_attention(out: Output) -> Attention:
+    """The square self-attention of an item: an encoder–decoder's encoder (over the source), else the item itself."""
+    return out.encoder if isinstance(out, Seq2SeqAttention) else out
+
+
+def dense(attention: Attention | Seq2SeqAttention) -> torch.Tensor:
+    """Every layer and head as one (L, H, T, T) tensor (computed from a capture, as is otherwise).
+
+    An encoder–decoder item has three; ``dense`` of it is a TypeError (use its parts)."""
+    if isinstance(attention, Seq2SeqAttention):
+        raise TypeError("an encoder-decoder item has three attentions: take .encoder, .decoder or .cross")
     if isinstance(attention, Captured):
         return attention.select(list(range(attention.num_layers)), list(range(attention.num_heads)))
     return attention
@@ -56,6 +79,8 @@ class Encoded:
     labels: list[str] = field(default_factory=list)
     #: Word of each token (null: special, punctuation, space); see ``tokentext.word_ids``.
     word_ids: list[int | None] = field(default_factory=list)
+    #: Encoder–decoder models: the decoder's input (its start token, then the teacher-forced target text).
+    target: Encoded | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -80,6 +105,9 @@ class Engine:
     can_predict: bool  # the checkpoint has a masked-LM or causal-LM head
     source: str  # where it came from: a folder's name, a hub id (org/name@commit) or "built-in"
     supports_pair: bool = True
+    #: Encoder–decoder models: the decoder's layers and heads (its self- and cross-attention); None otherwise.
+    decoder_layers: int | None = None
+    decoder_heads: int | None = None
     _tok_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- tokenizing -----------------------------------------------------------------------------
@@ -138,8 +166,18 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------------
     def forward(self, batch: list[Encoded]) -> list[torch.Tensor]:
-        """Run a padded batch; return each item's dense attention, padding cut away: list of (L, H, T_i, T_i)."""
-        return [dense(item) for item in self.run(batch)]
+        """Run a padded batch; return each item's dense attention, padding cut away: list of (L, H, T_i, T_i).
+
+        An encoder–decoder gives its encoder's self-attention here (``run`` gives all three)."""
+        return [dense(self_attention(item)) for item in self.run(batch)]
+
+    def encode_target(self, target: str | None, truncate: bool = False) -> Encoded:
+        """An encoder–decoder's decoder input: its start token, then ``target`` tokenized as a target (teacher
+        forcing; the decoder attention of every target token is exact, as causal attention never looks ahead).
+
+        Without ``target``: the start token alone (the decoder's first step). Raises ``TooLong`` past ``max_tokens``.
+        """
+        raise NotImplementedError(f"{self.name} is not an encoder-decoder model")
 
     def pad(self, batch: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Right-padded ``(ids, mask, types)``, each (B, T_max); mask 1 = real token."""
@@ -158,7 +196,7 @@ class Engine:
                 types[i, :n] = torch.tensor(enc.token_type_ids)
         return ids, mask, types
 
-    def run(self, batch: list[Encoded]) -> list[Attention]:
+    def run(self, batch: list[Encoded]) -> list[Output]:
         """Run a padded batch; return each item's attention, padding cut away (dense here: (L, H, T_i, T_i))."""
         if not batch:
             return []
@@ -179,6 +217,7 @@ class Engine:
 
     def padded(self, batch: list[Encoded]) -> torch.Tensor:
         """The whole right-padded batch's attention, padding included: (L, B, H, T_max, T_max), float32.
+        (An encoder–decoder's encoder self-attention.)
 
         For callers that reduce over the batch themselves (corpus statistics); padded keys get weight 0,
         padded query rows hold whatever the model computes there and must be masked out by the caller."""

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from . import capture
-from .engine import Attention, Encoded, Engine, Kind
+from . import capture, tokentext
+from .engine import Encoded, Engine, Kind, Output, Seq2SeqAttention, TooLong
 
 log = logging.getLogger("headmap")
 
@@ -27,6 +27,8 @@ class HFEngine(Engine):
     model: Any
     uses_token_types: bool
     capture: bool = False
+    #: Encoder–decoder models: the token the decoder starts from (``config.decoder_start_token_id``).
+    decoder_start_id: int | None = None
 
     def _inputs(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> dict[str, torch.Tensor]:
         kwargs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
@@ -34,8 +36,12 @@ class HFEngine(Engine):
             kwargs["token_type_ids"] = types
         return kwargs
 
-    def run(self, batch: list[Encoded]) -> list[Attention]:
-        """Each item's ``Captured`` state (capture models), else the dense eager attention."""
+    def run(self, batch: list[Encoded]) -> list[Output]:
+        """Each item's ``Captured`` state (capture models), else the dense eager attention.
+
+        Encoder–decoder models give each item's ``Seq2SeqAttention`` (encoder self, decoder self, cross)."""
+        if self.kind == "encoder-decoder" and batch:
+            return list(self._run_seq2seq(batch))
         if not self.capture or not batch:
             return super().run(batch)
         ids, mask, types = self.pad(batch)  # each (B, T)
@@ -45,16 +51,132 @@ class HFEngine(Engine):
             raise RuntimeError(f"{self.name}: captured {len(rec.calls)} attention calls, expected {self.num_layers}")
         return list(rec.split([len(e) for e in batch]))
 
+    # -- encoder–decoder models -----------------------------------------------------------------------
+    def encode_target(self, target: str | None, truncate: bool = False) -> Encoded:
+        """The decoder's input: its start token, then ``target`` tokenized as a target text (teacher forcing).
+
+        Causal attention never looks ahead, so every row equals what the model computes in training (where the
+        last target token is not an input) and one more row shows what the last target token attends to.
+        Without ``target``: the start token alone, the decoder's first step. ``TooLong`` past ``max_tokens``.
+        """
+        if self.decoder_start_id is None:
+            raise NotImplementedError(f"{self.name} is not an encoder-decoder model")
+        start = self.tokenizer.convert_ids_to_tokens([self.decoder_start_id])[0]
+        if target is None:
+            empty: list[Any] = []
+            return self._target_encoded("", start, empty, empty, empty, empty, False)
+        with self._tok_lock:
+            full = self._tokenize_target(target, None)
+            truncated = 1 + len(full["input_ids"]) > self.max_tokens
+            if truncated:
+                if not truncate:
+                    raise TooLong(1 + len(full["input_ids"]), self.max_tokens)
+                full = self._tokenize_target(target, self.max_tokens - 1)
+            ids: list[int] = list(full["input_ids"])
+            tokens = [str(t) for t in self.tokenizer.convert_ids_to_tokens(ids)]
+            words = list(full.word_ids())
+        return self._target_encoded(
+            target,
+            start,
+            ids,
+            tokens,
+            list(full["offset_mapping"]),
+            list(full["special_tokens_mask"]),
+            truncated,
+            words,
+        )
+
+    def _tokenize_target(self, target: str, max_length: int | None) -> Any:
+        return self.tokenizer(
+            text_target=target,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            verbose=False,
+        )
+
+    def _target_encoded(
+        self,
+        text: str,
+        start: str,
+        ids: list[int],
+        tokens: list[str],
+        offsets: list[Any],
+        added: list[int],
+        truncated: bool,
+        words: list[int | None] | None = None,
+    ) -> Encoded:
+        """``Encoded`` of the decoder input: ``start`` (special, no offsets), then the target's own tokens."""
+        special_ids = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}
+        special = [True] + [bool(a) or i in special_ids for a, i in zip(added, ids, strict=True)]
+        offs: list[list[int] | None] = [None]
+        offs += [None if a else [int(x), int(y)] for (x, y), a in zip(offsets, added, strict=True)]
+        all_ids = [int(self.decoder_start_id or 0), *ids]
+        all_tokens = [start, *tokens]
+        segments = [0] * len(all_ids)
+        unk = self.tokenizer.unk_token_id
+        return Encoded(
+            input_ids=all_ids,
+            token_type_ids=None,
+            tokens=all_tokens,
+            offsets=offs,
+            special=special,
+            unknown=[unk is not None and i == unk for i in all_ids],
+            segments=segments,
+            truncated=truncated,
+            labels=tokentext.token_labels([text], all_tokens, offs, segments),
+            word_ids=tokentext.word_ids([text], all_tokens, offs, segments, special, [None, *(words or [])]),
+        )
+
+    def _seq2seq_inputs(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        """Source and decoder inputs of a batch, each right-padded: (B, S_max) and (B, T_max)."""
+        targets = [self._target_of(e) for e in batch]
+        ids, mask, _ = self.pad(batch)  # each (B, S)
+        dec_ids, dec_mask, _ = self.pad(targets)  # each (B, T)
+        return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": dec_ids,
+                "decoder_attention_mask": dec_mask}  # fmt: skip
+
+    def _target_of(self, enc: Encoded) -> Encoded:
+        return enc.target if enc.target is not None else self.encode_target(None)
+
+    def _run_seq2seq(self, batch: list[Encoded]) -> list[Seq2SeqAttention]:
+        """Encoder self-, decoder self- and cross-attention of each item, padding cut away."""
+        kwargs = self._seq2seq_inputs(batch)
+        s_len = [len(e) for e in batch]
+        t_len = [len(self._target_of(e)) for e in batch]
+        dec_layers = self.decoder_layers or self.num_layers
+        with torch.inference_mode():
+            if self.capture:
+                with capture.recording() as rec:
+                    self.model(**kwargs)
+                if len(rec.calls) != self.num_layers + 2 * dec_layers:
+                    raise RuntimeError(
+                        f"{self.name}: captured {len(rec.calls)} attention calls, expected "
+                        f"{self.num_layers} + 2 x {dec_layers}"
+                    )
+                return [Seq2SeqAttention(*parts) for parts in rec.split_seq2seq(self.num_layers, s_len, t_len)]
+            out = self.model(**kwargs, output_attentions=True)
+        enc = torch.stack(out.encoder_attentions).float()  # (L, B, H, S, S)
+        dec = torch.stack(out.decoder_attentions).float()  # (Ld, B, Hd, T, T)
+        cross = torch.stack(out.cross_attentions).float()  # (Ld, B, Hd, T, S)
+        return [
+            Seq2SeqAttention(enc[:, i, :, :s, :s], dec[:, i, :, :t, :t], cross[:, i, :, :t, :s])
+            for i, (s, t) in enumerate(zip(s_len, t_len, strict=True))
+        ]
+
     def _attention(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        # An encoder-decoder gives its encoder's self-attention here (corpus statistics); ``run`` gives all three.
+        model = self.model.get_encoder() if self.kind == "encoder-decoder" else self.model
         kwargs = self._inputs(ids, mask, types)
         if self.capture:  # the SDPA path returns no weights: computed from the captured q and k, padding included
             with capture.recording() as rec:
-                self.model(**kwargs)
+                model(**kwargs)
             b, t = ids.shape
             every_layer, every_head = list(range(self.num_layers)), list(range(self.num_heads))
             items = rec.split([t] * b)  # B x Captured over all T positions
             return torch.stack([item.select(every_layer, every_head) for item in items], dim=1)  # (L, B, H, T, T)
-        layers: list[torch.Tensor | None] = list(self.model(**kwargs, output_attentions=True).attentions)
+        layers: list[torch.Tensor | None] = list(model(**kwargs, output_attentions=True).attentions)
         # Stack layer by layer, letting go of each source as it is copied: torch.stack would hold the
         # model's L tensors and the stacked copy at once (150 MB instead of 88 MB at 512 tokens).
         first = layers[0]
@@ -100,6 +222,57 @@ def enable_capture(model: Any, uses_token_types: bool) -> bool:
                 for i, (item, n) in enumerate(zip(items, (6, 4), strict=True))
                 for layer in range(len(eager))
             )
+    except Exception:  # any failure of the capture path means: stay eager
+        log.warning("%s: attention capture failed, using eager attention", type(model).__name__, exc_info=True)
+        ok = False
+    if not ok:
+        model.set_attn_implementation("eager")
+    return ok
+
+
+def enable_capture_seq2seq(model: Any) -> bool:
+    """``enable_capture`` for an encoder–decoder: its encoder self-, decoder self- and cross-attention on a probe.
+
+    T5, BART, Marian and their kin call ``ALL_ATTENTION_FUNCTIONS`` although they do not declare
+    ``_supports_attention_backend``; the probe (two sources and two targets of different lengths, padded)
+    is what decides: every layer of all three must equal eager ``output_attentions``, else the model stays eager.
+    """
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    if vocab < 8 or not hasattr(model, "get_encoder"):
+        return False
+    kwargs = {
+        "input_ids": torch.tensor([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 0, 0]]),  # (2, 6)
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]),  # (2, 6)
+        "decoder_input_ids": torch.tensor([[0, 7, 5], [0, 3, 0]]),  # (2, 3)
+        "decoder_attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),  # (2, 3)
+    }
+    atol = 1e-4 if model.dtype == torch.float32 else 2e-2
+    try:
+        with torch.inference_mode():
+            eager = model(**kwargs, output_attentions=True)
+            capture.register()
+            model.set_attn_implementation(capture.CAPTURE)
+            if model.config._attn_implementation != capture.CAPTURE:
+                return False
+            with capture.recording() as rec:
+                model(**kwargs)
+            layers = len(eager.encoder_attentions)
+            if len(rec.calls) != layers + 2 * len(eager.decoder_attentions):
+                ok = False
+            else:
+                items = rec.split_seq2seq(layers, [6, 4], [3, 2])
+                ok = all(
+                    torch.allclose(part.weights(layer), want[layer][i, :, :nq, :nk].float(), atol=atol, rtol=0)
+                    for i, (parts, s, t) in enumerate(zip(items, (6, 4), (3, 2), strict=True))
+                    for part, want, nq, nk in zip(
+                        parts,
+                        (eager.encoder_attentions, eager.decoder_attentions, eager.cross_attentions),
+                        (s, t, t),
+                        (s, t, s),
+                        strict=True,
+                    )
+                    for layer in range(part.num_layers)
+                )
     except Exception:  # any failure of the capture path means: stay eager
         log.warning("%s: attention capture failed, using eager attention", type(model).__name__, exc_info=True)
         ok = False
@@ -188,8 +361,26 @@ def engine_of(
     kind = _kind(config)
     layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(config, "head_dim", None) or int(config.hidden_size) // heads)
+    head_dim = int(
+        getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or int(config.hidden_size) // heads
+    )
     gqa = f" ({kv_heads} key/value heads)" if kv_heads != heads else ""
+    seq2seq = kind == "encoder-decoder"
+    dec_layers = int(getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None) or layers)
+    dec_heads = int(getattr(config, "decoder_attention_heads", None) or heads)
+    if seq2seq:
+        gqa += f", decoder {dec_layers} layers x {dec_heads} heads"
+        start = getattr(config, "decoder_start_token_id", None)
+        start = start if start is not None else getattr(config, "pad_token_id", None)
+        if start is None:
+            raise ValueError(f"{source}: an encoder-decoder model needs config.decoder_start_token_id")
+    uses_types = "token_type_ids" in tokenizer.model_input_names
+    if not capture:
+        captured = False
+    elif seq2seq:
+        captured = enable_capture_seq2seq(model)
+    else:
+        captured = enable_capture(model, uses_types)
     return HFEngine(
         name=name,
         kind=kind,
@@ -206,6 +397,9 @@ def engine_of(
         can_predict=_can_predict(config),
         source=source,
         model=model,
-        uses_token_types=(types := "token_type_ids" in tokenizer.model_input_names),
-        capture=enable_capture(model, types) if capture else False,
+        uses_token_types=uses_types,
+        capture=captured,
+        decoder_layers=dec_layers if seq2seq else None,
+        decoder_heads=dec_heads if seq2seq else None,
+        decoder_start_id=int(start) if seq2seq and start is not None else None,
     )

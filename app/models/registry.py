@@ -19,7 +19,7 @@ from ..errors import APIError
 from ..settings import Settings
 from . import tokentext
 from .custom import make_custom
-from .engine import Engine
+from .engine import Engine, Seq2SeqAttention, dense
 from .hf import HFEngine, load_hf
 from .resolve import ModelSpec, ModelUnavailable, local_folder, parse_entries
 
@@ -127,9 +127,11 @@ class ModelRegistry:
     @staticmethod
     def _warm(engine: Engine) -> None:
         enc = engine.encode("Warm-up pass.")
-        attn = engine.forward([enc])[0]  # (L, H, T, T)
-        if not torch.isfinite(attn).all():
-            raise RuntimeError("warm-up produced non-finite attention")
+        out = engine.run([enc])[0]
+        parts = [out.encoder, out.decoder, out.cross] if isinstance(out, Seq2SeqAttention) else [out]
+        for attn in map(dense, parts):  # each (L, H, Tq, Tk)
+            if not torch.isfinite(attn).all():
+                raise RuntimeError("warm-up produced non-finite attention")
 
     def get(self, name: str | None) -> Engine:
         """The engine called ``name`` (default model when None); 404 listing the available ones otherwise."""

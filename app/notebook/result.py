@@ -174,7 +174,10 @@ def from_engine(
     heads: list[int] | None = None,
     truncate: bool = False,
 ) -> AttentionMap:
-    """Tokenize and run ``text`` (and ``text_pair``) through ``engine``, as the REST API does."""
+    """Tokenize and run ``text`` (and ``text_pair``) through ``engine``, as the REST API does.
+
+    An encoder–decoder model (T5, BART, Marian) gives its encoder's self-attention over ``text``; the decoder and
+    cross-attention are the REST API's (``target``)."""
     for name, value in (("text", text), ("text_pair", text_pair)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise ValueError(f"`{name}` must be a non-empty string")
@@ -217,7 +220,7 @@ def from_engine(
         full=attn_contiguous(full),
         text=text,
         text_pair=text_pair,
-        description=engine.description,
+        description=engine.description + (": encoder self-attention" if engine.kind == "encoder-decoder" else ""),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.engine import Kind
-from .fields import Heads, Layers, ModelName, Text, TextPair, Truncate
+from .fields import Heads, Layers, ModelName, Target, Text, TextPair, Truncate
 
 EXAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
@@ -54,6 +54,7 @@ class AttentionRequest(BaseModel):
     text: Text
     model: ModelName = None
     text_pair: TextPair = None
+    target: Target = None
     layers: Layers = None
     heads: Heads = None
     truncate: Truncate = False
@@ -124,6 +125,45 @@ class AttentionResponse(BaseModel):
         description="With `measure: norms`: `layer_norms[layer][query][key]` = ‖Σ_h α^h_ij f_h(x_j)‖ over all heads "
         "of the layer, rounded to 4 decimals; null otherwise.",
     )
+    # -- encoder–decoder models (kind `encoder-decoder`); null otherwise. `attention` is the encoder's. --
+    target_tokens: list[str] | None = Field(
+        None,
+        description="Encoder–decoder models: the decoder's input tokens, its start token (`<pad>` for T5 and Marian, "
+        "`</s>` for BART) then the tokenized `target`. `tokens` are the source's; `attention` is then the encoder's "
+        "self-attention `[layer][head][source][source]`. Null for other models.",
+    )
+    target_labels: list[str] | None = Field(None, description="`labels` of `target_tokens`.")
+    target_word_ids: list[int | None] | None = Field(None, description="`word_ids` of `target_tokens`.")
+    target_offsets: list[list[int] | None] | None = Field(
+        None, description="`[start, end)` offsets of `target_tokens` into `target`; null for special tokens."
+    )
+    target_special: list[bool] | None = Field(None, description="`special` of `target_tokens`.")
+    target_unknown: list[bool] | None = Field(None, description="`unknown` of `target_tokens`.")
+    target_truncated: bool | None = Field(None, description="True if `target` was cut to `max_tokens`.")
+    decoder_layers: list[int] | None = Field(
+        None,
+        description="Layer indices of `decoder_attention` and `cross_attention` (the request's `layers`; all of the "
+        "decoder's when null, which may be fewer or more than the encoder's).",
+    )
+    decoder_heads: list[int] | None = Field(
+        None, description="Head indices of `decoder_attention` and `cross_attention` (the request's `heads`)."
+    )
+    decoder_attention: list[list[list[list[float]]]] | None = Field(
+        None,
+        description="`decoder_attention[layer][head][target][target]`: the decoder's causal self-attention (each "
+        "target token attends to itself and the ones before it). Null with `encoding=compact` and for other models.",
+    )
+    decoder_attention_compact: CompactTensor | None = Field(
+        None, description="`decoder_attention` quantised, with `encoding=compact`."
+    )
+    cross_attention: list[list[list[list[float]]]] | None = Field(
+        None,
+        description="`cross_attention[layer][head][target][source]`: what each target token attends to among the "
+        "source tokens (the encoder's output). Rows sum to 1. Null with `encoding=compact` and for other models.",
+    )
+    cross_attention_compact: CompactTensor | None = Field(
+        None, description="`cross_attention` quantised, with `encoding=compact`: shape [layers, heads, target, source]."
+    )
 
 
 class ModelInfo(BaseModel):
@@ -159,6 +199,13 @@ class ModelInfo(BaseModel):
     max_tokens: int = Field(description="Most tokens one request may use, special tokens included.", examples=[512])
     description: str = Field(examples=["sentence-transformers/all-MiniLM-L6-v2: BERT encoder, 6 layers x 12 heads"])
     supports_pair: bool = Field(description="Whether `text_pair` is accepted.", examples=[True])
+    decoder_layers: int | None = Field(
+        None, description="Encoder–decoder models: the decoder's layers (`num_layers` is the encoder's); else null."
+    )
+    decoder_heads: int | None = Field(
+        None,
+        description="Encoder–decoder models: the decoder's heads per layer (self- and cross-attention); else null.",
+    )
 
 
 class ModelList(BaseModel):

@@ -42,6 +42,15 @@ TextPair = Annotated[
         examples=[None],
     ),
 ]
+Target = Annotated[
+    NonBlank | None,
+    Field(
+        description="Encoder–decoder models only (T5, BART, Marian; 422 `target_unsupported` for others): the target "
+        "text, teacher-forced into the decoder after its start token. Omitted or null: the start token alone (the "
+        "decoder's first step). Must contain a non-space character.",
+        examples=[None],
+    ),
+]
 ModelName = Annotated[
     str | None, Field(description="Model name from `GET /api/models`; null for the default.", examples=["minilm"])
 ]
@@ -70,6 +79,7 @@ _BLANK = {"string_too_short", "string_pattern_mismatch"}
 _EMPTY_TEXT = {
     "text": "`text` is empty or only whitespace.",
     "text_pair": "`text_pair` is empty or only whitespace; omit it or pass null.",
+    "target": "`target` is empty or only whitespace; omit it or pass null.",
 }
 
 

@@ -44,6 +44,11 @@ class InsightRequest(AttentionRequest):
         "json", description="Always `json` here: numbers are floats rounded to 4 decimals."
     )
     measure: Literal["weights"] = Field("weights", description="Always `weights` here.")
+    target: None = Field(
+        None,
+        description="Not taken here: on an encoder–decoder model these figures describe the encoder's "
+        "self-attention over the source; `POST /api/attention` takes a `target`.",
+    )
 
 
 class TokenInfo(BaseModel):

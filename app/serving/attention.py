@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import APIError
 from ..models import tokentext
 from ..models.capture import Captured
-from ..models.engine import Attention, Encoded, Engine, TooLong
+from ..models.engine import Attention, Encoded, Engine, Output, Seq2SeqAttention, TooLong
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
 from . import memory
@@ -31,6 +31,31 @@ class AttentionResult:
     layers: list[int]
     heads: list[int]
     attention: Attention  # all layers and heads: (L, H, T, T) float32, or captured and computed when selected
+    #: Encoder–decoder models: the decoder's self-attention (Ld, Hd, T, T) and cross-attention (Ld, Hd, T, S),
+    #: and the decoder layers/heads asked for; ``attention`` is then the encoder's (L, H, S, S).
+    decoder: Attention | None = None
+    cross: Attention | None = None
+    decoder_layers: list[int] = field(default_factory=list)
+    decoder_heads: list[int] = field(default_factory=list)
+
+
+def result_of(engine: Engine, enc: Encoded, layers: list[int], heads: list[int], out: Output) -> AttentionResult:
+    """An ``AttentionResult`` from one item of ``Engine.run``; an encoder–decoder item's three attentions split out."""
+    if not isinstance(out, Seq2SeqAttention):
+        return AttentionResult(engine, enc, layers, heads, out)
+    dec_layers = layers if engine.decoder_layers is None or layers != list(range(engine.num_layers)) else None
+    dec_heads = heads if engine.decoder_heads is None or heads != list(range(engine.num_heads)) else None
+    return AttentionResult(
+        engine,
+        enc,
+        layers,
+        heads,
+        out.encoder,
+        decoder=out.decoder,
+        cross=out.cross,
+        decoder_layers=dec_layers if dec_layers is not None else list(range(engine.decoder_layers or 0)),
+        decoder_heads=dec_heads if dec_heads is not None else list(range(engine.decoder_heads or 0)),
+    )
 
 
 def _indices(asked: list[int] | None, count: int, what: str) -> list[int]:
@@ -65,7 +90,15 @@ def prepare(registry: ModelRegistry, req: AttentionRequest) -> tuple[Engine, lis
             "`text_pair` is empty or only whitespace; omit it or pass null.",
             message=("error.detail.empty_text", {"field": "text_pair"}),
         )
-    for name, value in (("text", req.text), ("text_pair", req.text_pair)):
+    target = getattr(req, "target", None)  # absent from requests that take none (compare sides, measures)
+    if target is not None and not target.strip():
+        raise APIError(
+            422,
+            "empty_text",
+            "`target` is empty or only whitespace; omit it or pass null.",
+            message=("error.detail.empty_text", {"field": "target"}),
+        )
+    for name, value in (("text", req.text), ("text_pair", req.text_pair), ("target", target)):
         # JSON may carry lone surrogates ("\ud800"), which are not text; the tokenizer would raise TypeError.
         if value is not None and not value.isascii():
             try:
@@ -77,24 +110,61 @@ def prepare(registry: ModelRegistry, req: AttentionRequest) -> tuple[Engine, lis
     engine = registry.get(req.model)
     if req.text_pair is not None and not engine.supports_pair:
         raise APIError(422, "pair_unsupported", f"Model {engine.name!r} does not take a `text_pair`.")
-    return engine, _indices(req.layers, engine.num_layers, "layer"), _indices(req.heads, engine.num_heads, "head")
+    if target is not None and engine.kind != "encoder-decoder":
+        raise APIError(
+            422,
+            "target_unsupported",
+            f"Model {engine.name!r} is of kind {engine.kind}; only encoder-decoder models (T5, BART, Marian) take "
+            "a `target`.",
+            message=("error.detail.target_unsupported", {"model": engine.name, "kind": engine.kind}),
+        )
+    layers, heads = _indices(req.layers, engine.num_layers, "layer"), _indices(req.heads, engine.num_heads, "head")
+    # `layers`/`heads` apply to the decoder's self- and cross-attention too: in range there as well.
+    if engine.decoder_layers is not None and req.layers is not None:
+        _indices(req.layers, engine.decoder_layers, "layer")
+    if engine.decoder_heads is not None and req.heads is not None:
+        _indices(req.heads, engine.decoder_heads, "head")
+    return engine, layers, heads
 
 
 def encode(engine: Engine, req: AttentionRequest) -> Encoded:
-    """Tokenize (blocking: call from a worker thread). 413 if too long and not truncating."""
+    """Tokenize (blocking: call from a worker thread). 413 if too long and not truncating.
+
+    Encoder–decoder models also get the decoder's input (``Encoded.target``): the start token, then ``target``."""
     try:
-        return engine.encode(req.text, req.text_pair, req.truncate)
+        enc = engine.encode(req.text, req.text_pair, req.truncate)
     except TooLong as exc:
-        raise APIError(
+        raise _too_long(engine, exc) from None
+    if engine.kind == "encoder-decoder":
+        try:
+            enc.target = engine.encode_target(getattr(req, "target", None), req.truncate)
+        except TooLong as exc:
+            raise _too_long(engine, exc, "target") from None
+    return enc
+
+
+def _too_long(engine: Engine, exc: TooLong, field: str = "input") -> APIError:
+    if field == "target":
+        return APIError(
             413,
             "too_many_tokens",
-            f"The input has {exc.num_tokens} tokens; {engine.name} takes at most {exc.max_tokens}. "
-            'Shorten it or send "truncate": true.',
+            f"The target has {exc.num_tokens} tokens (with the decoder's start token); {engine.name} takes at most "
+            f'{exc.max_tokens}. Shorten it or send "truncate": true.',
             message=(
-                "error.detail.too_many_tokens",
+                "error.detail.too_many_target_tokens",
                 {"count": exc.num_tokens, "model": engine.name, "max": exc.max_tokens},
             ),
-        ) from None
+        )
+    return APIError(
+        413,
+        "too_many_tokens",
+        f"The input has {exc.num_tokens} tokens; {engine.name} takes at most {exc.max_tokens}. "
+        'Shorten it or send "truncate": true.',
+        message=(
+            "error.detail.too_many_tokens",
+            {"count": exc.num_tokens, "model": engine.name, "max": exc.max_tokens},
+        ),
+    )
 
 
 def select(attn: Attention, layers: list[int], heads: list[int]) -> torch.Tensor:
@@ -179,8 +249,8 @@ async def compute(
     if max_response_mb is not None:
         check_response_size(engine, len(enc), layers, heads, req.encoding, max_response_mb)
     nbytes = peak_bytes(engine, len(enc), layers, heads, req.encoding) if hold is not None else 0
-    attn = await scheduler.run(engine, enc, nbytes, hold)  # (L, H, T, T) or captured
-    return AttentionResult(engine, enc, layers, heads, attn)
+    attn = await scheduler.run(engine, enc, nbytes, hold)  # (L, H, T, T), captured, or encoder-decoder
+    return result_of(engine, enc, layers, heads, attn)
 
 
 def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionResult:
@@ -188,7 +258,7 @@ def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionRes
     engine, layers, heads = prepare(registry, req)
     enc = encode(engine, req)
     attn = engine.run([enc])[0]  # (L, H, T, T) or captured
-    return AttentionResult(engine, enc, layers, heads, attn)
+    return result_of(engine, enc, layers, heads, attn)
 
 
 def token_text(enc: Encoded) -> dict[str, Any]:
@@ -204,6 +274,7 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
     out["attention"] = Weights(attn) if encoding == "json" else None
     out["attention_compact"] = CompactWeights(attn) if encoding == "compact" else None
     out["truncated"] = result.enc.truncated
+    out.update(seq2seq_payload(result, encoding))
     return out
 
 
@@ -221,6 +292,30 @@ def payload_fields(result: AttentionResult) -> dict[str, Any]:
         "segments": enc.segments,
         "layers": result.layers,
         "heads": result.heads,
+    }
+
+
+def seq2seq_payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
+    """Encoder–decoder fields of ``AttentionResponse`` (target tokens, decoder and cross-attention); {} otherwise."""
+    target = result.enc.target
+    if result.decoder is None or result.cross is None or target is None:
+        return {}
+    decoder = select(result.decoder, result.decoder_layers, result.decoder_heads)  # (l, h, T, T)
+    cross = select(result.cross, result.decoder_layers, result.decoder_heads)  # (l, h, T, S)
+    return {
+        "target_tokens": target.tokens,
+        "target_labels": target.labels,
+        "target_word_ids": target.word_ids,
+        "target_offsets": target.offsets,
+        "target_special": target.special,
+        "target_unknown": target.unknown,
+        "target_truncated": target.truncated,
+        "decoder_layers": result.decoder_layers,
+        "decoder_heads": result.decoder_heads,
+        "decoder_attention": Weights(decoder) if encoding == "json" else None,
+        "decoder_attention_compact": CompactWeights(decoder) if encoding == "compact" else None,
+        "cross_attention": Weights(cross) if encoding == "json" else None,
+        "cross_attention_compact": CompactWeights(cross) if encoding == "compact" else None,
     }
 
 
@@ -279,4 +374,5 @@ def render_stream(result: AttentionResult, encoding: str = "json") -> tuple[int,
     out["attention"] = weights if encoding == "json" else None
     out["attention_compact"] = weights if encoding == "compact" else None
     out["truncated"] = result.enc.truncated
+    out.update(seq2seq_payload(result, encoding))  # decoder and cross weights written whole (a decoder's size)
     return stream(out)

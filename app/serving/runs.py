@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from ..attention.blocks import BlockPool, Reduce, block_bounds
 from ..errors import APIError
 from ..models.capture import Captured
-from ..models.engine import Encoded, Engine
+from ..models.engine import Encoded, Engine, self_attention
 from ..models.hf import HFEngine, _model_max_tokens
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
@@ -221,8 +221,9 @@ def _capture_models(registry: ModelRegistry) -> str:
 
 
 def _forward(engine: Engine, enc: Encoded) -> Captured | torch.Tensor:
-    """One input through the model alone (blocking: a worker thread): its capture, or dense [L, H, T, T]."""
-    out = engine.run([enc])[0]
+    """One input through the model alone (blocking: a worker thread): its capture, or dense [L, H, T, T].
+    An encoder–decoder's run is its encoder's self-attention over the source (a run has no target)."""
+    out = self_attention(engine.run([enc])[0])
     if isinstance(out, Captured):
         return out
     return out.float().contiguous()  # [L, H, T, T] its own storage, not a view of the batch

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import APIError
-from ..models.engine import Attention, Encoded, Engine
+from ..models.engine import Encoded, Engine, Output
 from ..settings import Settings
 from . import memory
 from .memory import BytePool, Hold, TooBig
@@ -36,7 +36,7 @@ T = TypeVar("T")
 @dataclass
 class _Job:
     enc: Encoded
-    future: asyncio.Future[Attention] = field(repr=False)
+    future: asyncio.Future[Output] = field(repr=False)
     hold: Hold | None = None
     started: list[bool] = field(default_factory=lambda: [False])  # set by the batcher when its pass begins
 
@@ -110,14 +110,14 @@ class Scheduler:
         s = self.settings
         return s.max_queue + s.max_concurrency * s.max_batch_size
 
-    async def run(self, engine: Engine, enc: Encoded, nbytes: int = 0, hold: Hold | None = None) -> Attention:
+    async def run(self, engine: Engine, enc: Encoded, nbytes: int = 0, hold: Hold | None = None) -> Output:
         """Attention of one input, (L, H, T, T) or captured. 503 when the queue is full, 504 past the time limit.
 
         ``nbytes`` are reserved into ``hold`` before the job joins a batch (waiting, in the queue, until
         they are free); a caller without a hold gets them back when this returns.
         """
         self._admit()
-        future: asyncio.Future[Attention] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Output] = asyncio.get_running_loop().create_future()
         own = hold is None and nbytes > 0
         hold = self.hold() if own else hold
 
@@ -128,7 +128,7 @@ class Scheduler:
             lane.jobs.append(_Job(enc, future, hold, started))
             lane.changed.set()
 
-        async def go(reserved: bool) -> Attention:
+        async def go(reserved: bool) -> Output:
             if not reserved:
                 await self._reserve(nbytes, hold)
                 enqueue()

@@ -16,6 +16,8 @@ export class Controls {
     this.text = $("text");
     this.pair = $("pair");
     this.pairBox = $("pair-box");
+    this.target = $("target");
+    this.targetBox = $("target-box");
     this.model = $("model");
     this.modelInfo = $("model-info");
     this.truncate = $("truncate");
@@ -43,8 +45,8 @@ export class Controls {
     this.aggField = $("agg-field");
     this.aggHelp = $("agg-help");
     this.layerSlider = $("layer-slider");
-    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain") };
-    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view") };
+    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain"), seq2seq: $("tab-seq2seq") };
+    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view"), seq2seq: $("seq2seq-view") };
     this.view = "head";
     this.empty = $("empty");
     this.exports = [$("export-png"), $("export-csv"), $("export-json"), $("share")];
@@ -61,12 +63,15 @@ export class Controls {
       pair: pairOpen && this.pair.value.trim() ? this.pair.value : "",
       model: this.model.value,
       truncate: this.truncate.checked,
+      // Encoder–decoder models only (the box is shown for them): the teacher-forced target text.
+      target: !this.targetBox.hidden && this.target.value.trim() ? this.target.value : "",
     };
   }
 
   /** Put a link's inputs in the run form (fields that are null are left alone). */
-  setInputs({ text = null, pair = null, model = null }) {
+  setInputs({ text = null, pair = null, model = null, target = null }) {
     if (text != null) this.text.value = text;
+    if (target != null) this.target.value = target;
     if (pair != null) {
       this.pair.value = pair;
       if (pair) this.pairBox.open = true;
@@ -114,6 +119,12 @@ export class Controls {
     const info = this.modelInfoFor(this.model.value);
     this.modelInfo.textContent = info ? t("form.model_info", { description: info.description, max_tokens: info.max_tokens }) : "";
     this.pairBox.hidden = Boolean(info && !info.supports_pair);
+    this.targetBox.hidden = info?.kind !== "encoder-decoder";
+  }
+
+  /** The encoder–decoder tab is offered while the response shown is an encoder–decoder's. */
+  setSeq2seq(shown) {
+    this.tabs.seq2seq.hidden = !shown;
   }
 
   /** Slider ranges for a response with `layers` x `heads`. */
@@ -133,7 +144,7 @@ export class Controls {
 
   syncAggregate() {
     // The explainer follows one head whatever the head view's aggregate is.
-    const single = ["head", "norms"].includes(this.aggregate.value) || this.view === "explain";
+    const single = ["head", "norms"].includes(this.aggregate.value) || ["explain", "seq2seq"].includes(this.view);
     this.headSlider.classList.toggle("inactive", !single);
   }
 
@@ -146,10 +157,10 @@ export class Controls {
       this.panels[name].hidden = !active;
     }
     // Which selectors a view uses: all of them (head, compare), the head only (explain), none.
-    const uses = { head: "all", compare: "all", explain: "head" }[view];
+    const uses = { head: "all", compare: "all", explain: "head", seq2seq: "layer_head" }[view];
     this.selectors.classList.toggle("inactive", !uses);
     if (view !== "explain") this.selectors.classList.remove("gated"); // set by the explainer without a custom model
-    this.aggField.hidden = uses === "head";
+    this.aggField.hidden = uses === "head" || uses === "layer_head";
     this.layerSlider.hidden = uses === "head";
     this.syncAggregate();
   }

@@ -13,6 +13,7 @@ import { ExplainView } from "./explain.js";
 import { ModelGrid } from "./grid.js";
 import { HeadTypesView } from "./headtypes.js";
 import { HeadView, perHead } from "./heatmap.js";
+import { Seq2SeqView } from "./seq2seq.js";
 import { maybe, t } from "./i18n.js";
 import { ServerMeasures } from "./measures.js";
 import { StatsView } from "./stats.js";
@@ -65,6 +66,7 @@ const views = new Views({
     controls.setInputs({ model });
     runText();
   }),
+  seq2seq: new Seq2SeqView(tooltip),
 });
 const toolbar = new Toolbar(store, views, () => run);
 
@@ -151,7 +153,7 @@ function showError(err) {
 }
 
 function sameRequest(a, b) {
-  return a && b && a.text === b.text && a.pair === b.pair && a.model === b.model && a.truncate === b.truncate;
+  return a && b && a.text === b.text && a.pair === b.pair && a.model === b.model && a.truncate === b.truncate && a.target === b.target;
 }
 
 /** Run the form's text on the form's model and show the response. */
@@ -181,6 +183,8 @@ async function runText() {
     };
     controls.setShape(tensor.layers, tensor.heads);
     controls.setInputs({ model: resp.model });
+    const seq2seq = Array.isArray(resp.target_tokens);
+    controls.setSeq2seq(seq2seq);
     controls.setLoaded(true);
     controls.setStale(false);
     const { layer, head } = store.state;
@@ -190,6 +194,7 @@ async function runText() {
       model: resp.model,
       layer: Math.min(layer, tensor.layers - 1),
       head: Math.min(head, tensor.heads - 1),
+      ...(!seq2seq && store.state.view === "seq2seq" ? { view: "head" } : {}), // its tab is gone
     });
     await requestRender();
     const total = performance.now() - t0;
@@ -250,7 +255,7 @@ function bindEvents() {
     controls.syncModelInfo();
     controls.setStale(Boolean(run) && !sameRequest(controls.request(), run.request));
   };
-  for (const el of [controls.text, controls.pair, controls.model, controls.truncate, controls.pairBox]) {
+  for (const el of [controls.text, controls.pair, controls.target, controls.model, controls.truncate, controls.pairBox]) {
     el.addEventListener(el === controls.pairBox ? "toggle" : "input", markStale);
   }
   controls.model.addEventListener("change", markStale);
@@ -265,13 +270,14 @@ function bindEvents() {
   on(controls.scale, "change", () => ({ scale: controls.scale.value }));
   on(controls.range, "change", () => ({ range: controls.range.value }));
 
-  const names = Object.keys(controls.tabs);
+  const allNames = Object.keys(controls.tabs);
   for (const [view, tab] of Object.entries(controls.tabs)) {
     tab.addEventListener("click", () => {
       tooltip.hide();
       store.setState({ view });
     });
     tab.addEventListener("keydown", (ev) => {
+      const names = allNames.filter((name) => !controls.tabs[name].hidden); // the encoder–decoder tab may be hidden
       const i = names.indexOf(view);
       const to = { ArrowLeft: i - 1, ArrowRight: i + 1, Home: 0, End: names.length - 1 }[ev.key];
       if (to === undefined) return;

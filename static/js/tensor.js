@@ -63,3 +63,49 @@ export function tensorFromResponse(resp) {
   }
   throw new Error("The response holds no attention weights.");
 }
+
+/** A [layers, heads, rows, cols] stack of matrices that need not be square (cross-attention: target × source). */
+export class MatrixStack {
+  constructor(values, shape, scale) {
+    if (shape.length !== 4) throw new Error(`Attention shape must be [layers, heads, rows, cols], got [${shape}]`);
+    const [L, H, R, C] = shape;
+    if (values.length !== L * H * R * C) throw new Error(`Attention has ${values.length} values, expected ${L * H * R * C}`);
+    this.values = values;
+    this.layers = L;
+    this.heads = H;
+    this.rows = R;
+    this.cols = C;
+    this.scale = scale;
+  }
+
+  /** Weights of layer index `l`, head index `h`: Float32Array(rows*cols), row-major. */
+  matrix(l, h) {
+    const n = this.rows * this.cols;
+    const start = (l * this.heads + h) * n;
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.values[start + i] * this.scale;
+    return out;
+  }
+}
+
+/**
+ * One attention of an encoder–decoder response: `field` is "attention" (encoder self), "decoder_attention" or
+ * "cross_attention"; read from `<field>_compact` or the nested lists. Null when the response has none.
+ */
+export function stackFromResponse(resp, field) {
+  const c = resp[`${field}_compact`];
+  if (c) {
+    if (c.dtype !== "uint8") throw new Error(`Unsupported compact dtype ${c.dtype}`);
+    return new MatrixStack(decodeBase64(c.data), c.shape, c.scale);
+  }
+  const nested = resp[field];
+  if (!Array.isArray(nested)) return null;
+  const L = nested.length;
+  const H = L ? nested[0].length : 0;
+  const R = H ? nested[0][0].length : 0;
+  const C = R ? nested[0][0][0].length : 0;
+  const flat = new Float32Array(L * H * R * C);
+  let i = 0;
+  for (const layer of nested) for (const head of layer) for (const row of head) for (const w of row) flat[i++] = w;
+  return new MatrixStack(flat, [L, H, R, C], 1);
+}

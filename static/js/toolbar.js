@@ -7,7 +7,8 @@ import { t } from "./i18n.js";
 
 /** File name without extension for what `state` shows of `run`. */
 export function fileStem(run, state) {
-  const views = { model: "model_view", stats: `stats_${state.stat}`, heads: "head_types", compare: "compare" };
+  const views = { model: "model_view", stats: `stats_${state.stat}`, heads: "head_types", compare: "compare",
+                  seq2seq: `seq2seq_L${state.layer}_H${state.head}` }; // prettier-ignore
   const perHead = { head: `L${state.layer}_H${state.head}`, norms: `L${state.layer}_H${state.head}_norms` };
   const what = views[state.view] ?? perHead[state.agg] ?? `L${state.layer}_${state.agg}`;
   return exporter.safeName(`headmap_${run.resp.model}_${what}`);

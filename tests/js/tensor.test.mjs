@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { decodeBase64, tensorFromResponse } from "../../static/js/tensor.js";
+import { decodeBase64, stackFromResponse, tensorFromResponse } from "../../static/js/tensor.js";
 
 test("base64 to bytes (RFC 4648)", () => {
   // "AAEC/w==" is 00 01 02 ff
@@ -34,4 +34,17 @@ test("malformed responses are refused with a reason", () => {
   assert.throws(() => tensorFromResponse(compact({ data: "AAAA" })), /has 3 values, expected/);
   assert.throws(() => tensorFromResponse({ ...compact({}), tokens: ["a"] }), /covers 2 tokens, the response has 1/);
   assert.throws(() => tensorFromResponse({ tokens: [] }), /no attention weights/);
+});
+
+test("cross-attention: a non-square [L, H, target, source] stack, compact or nested", () => {
+  // bytes ff 00 00 33 cc 00 = 255 0 0 51 204 0 -> 2 target rows x 3 source columns: [1 0 0] [0.2 0.8 0]
+  const compact = { cross_attention_compact: { dtype: "uint8", shape: [1, 1, 2, 3], scale: 1 / 255, data: "/wAAM8wA" } };
+  const s = stackFromResponse(compact, "cross_attention");
+  assert.deepEqual([s.layers, s.heads, s.rows, s.cols], [1, 1, 2, 3]);
+  const m = Array.from(s.matrix(0, 0));
+  [1, 0, 0, 0.2, 0.8, 0].forEach((v, i) => assert.ok(Math.abs(m[i] - v) < 1e-6, `${m[i]} != ${v}`));
+  const nested = stackFromResponse({ cross_attention: [[[[0.5, 0.5, 0]], [[0, 0, 1]]]] }, "cross_attention");
+  assert.deepEqual([nested.layers, nested.heads, nested.rows, nested.cols], [1, 2, 1, 3]);
+  assert.deepEqual(Array.from(nested.matrix(0, 1)), [0, 0, 1]);
+  assert.equal(stackFromResponse({ cross_attention: null }, "cross_attention"), null);
 });

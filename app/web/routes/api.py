@@ -76,6 +76,8 @@ async def models(registry: RegistryDep) -> ModelList:
                 max_tokens=e.max_tokens,
                 description=e.description,
                 supports_pair=e.supports_pair,
+                decoder_layers=e.decoder_layers,
+                decoder_heads=e.decoder_heads,
             )
             for e in registry.engines.values()
         ],

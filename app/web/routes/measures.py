@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ...models.engine import Encoded, dense
+from ...models.engine import Encoded, dense, self_attention
 from ...schemas.attention import AttentionRequest
 from ...schemas.measures import HeadsRequest, HeadsResponse
 from ...serving import attention as service
@@ -59,7 +59,13 @@ async def heads(req: HeadsRequest, registry: RegistryDep, scheduler: SchedulerDe
     body = await run_in_threadpool(
         lambda: dumps(
             measures_service.heads_payload(
-                engine, text_enc, dense(text_attn), sorted({*cls, *sep}), rep, dense(rep_attn), req.seed
+                engine,
+                text_enc,
+                dense(self_attention(text_attn)),
+                sorted({*cls, *sep}),
+                rep,
+                dense(self_attention(rep_attn)),
+                req.seed,  # encoder-decoders: the encoder's
             )
         )
     )

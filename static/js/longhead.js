@@ -105,6 +105,7 @@ export class LongHead {
     const root = document.getElementById("app");
     root.dataset.longView = tile ? "tile" : "overview";
     root.dataset.longRange = `${v.q0}-${v.q1},${v.k0}-${v.k1}`;
+    root.dataset.runId = long.runId; // for tests: the run read (it changes when the server forgot it)
   }
 
   /** Common parts of both figures. */

@@ -205,7 +205,7 @@ export class HeadView {
         thickness: 12,
         outlinewidth: 0,
         len: 0.9,
-        tickformat: ".2f",
+        tickformat: view.tickformat ?? ".2f",
         ticklabeloverflow: "allow",
       },
       ...view.trace,

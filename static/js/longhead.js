@@ -11,7 +11,7 @@ import { lut } from "./colors.js";
 import { paint } from "./grid.js";
 import { maybe, t } from "./i18n.js";
 import {
-  clampView, edgesOf, findToken, isExact, isFull, maxOf, minimapBox, minimapJump, rangesOf, runHead, searchView,
+  clampView, colourTop, edgesOf, findToken, isExact, isFull, maxOf, minimapBox, minimapJump, rangesOf, runHead, searchView,
   viewOfRanges,
 } from "./longview.js";
 import { groupTokens } from "./tokens.js";
@@ -144,7 +144,9 @@ export class LongHead {
       matrix: o.matrix,
       z: rows,
       trace: { x: edgesOf(o.kBounds), y: edgesOf(o.qBounds) }, // uneven blocks, in token coordinates
-      zmax: state.range === "one" ? 1 : maxOf(o.matrix),
+      zmax: state.range === "one" ? 1 : colourTop(o.matrix),
+      zlabel: state.range === "one" ? t("heatmap.colorbar") : t("long.zlabel_clipped"),
+      tickformat: ".3~g",
       hover: (p) => {
         const [i, j] = p.pointNumber;
         const [q0, q1, k0, k1] = [o.qBounds[i], o.qBounds[i + 1] - 1, o.kBounds[j], o.kBounds[j + 1] - 1];
@@ -165,6 +167,7 @@ export class LongHead {
       z: Array.from({ length: tile.rows }, (_, i) => Array.from(tile.matrix.subarray(i * tile.cols, (i + 1) * tile.cols))),
       trace: { x0: tile.k0, dx: 1, y0: tile.q0, dy: 1 },
       zmax: state.range === "one" ? 1 : maxOf(tile.matrix),
+      tickformat: ".3~g", // far from the first tokens, weights are small
       hover: (p) => {
         const [i, j] = p.pointNumber;
         const q = groups[tile.q0 + i];
@@ -218,7 +221,7 @@ export class LongHead {
     const key = `${this.run.id}:${state.layer}:${state.agg}:${state.head}:${state.scale}`;
     if (key === this.minimapKey) return;
     this.minimapKey = key;
-    paint(this.minimap, o.matrix, o.n, maxOf(o.matrix), lut(state.scale));
+    paint(this.minimap, o.matrix, o.n, colourTop(o.matrix), lut(state.scale));
   }
 
   placeMinimap(v, T) {

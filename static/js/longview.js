@@ -145,6 +145,22 @@ export function maxOf(matrix, floor = 1e-6) {
   return v;
 }
 
+/** The share of an overview's blocks its colour scale's top may leave above it (see colourTop). */
+export const CLIP_SHARE = 0.01;
+
+/**
+ * The top of an overview's colour scale: the value (1 - CLIP_SHARE) of its blocks stay within (the
+ * 99th percentile, nearest rank), at least `floor`. With plain max, one block (a decoder's first
+ * token, which can only attend to itself, is 1.0) turns every other block white; the few blocks above
+ * take the darkest colour and the tooltip still says their value.
+ */
+export function colourTop(matrix, floor = 1e-6) {
+  if (!matrix.length) return floor;
+  const sorted = Float32Array.from(matrix).sort();
+  const rank = Math.min(sorted.length - 1, Math.ceil((1 - CLIP_SHARE) * sorted.length) - 1);
+  return Math.max(floor, sorted[Math.max(0, rank)]);
+}
+
 /** The API's `head` for the state's aggregate: a head index, "mean" or "max"; null when runs have no such view. */
 export function runHead(agg, head) {
   if (agg === "head") return head;

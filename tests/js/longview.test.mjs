@@ -5,7 +5,7 @@ import { test } from "node:test";
 
 import { LongRun } from "../../static/js/longrun.js";
 import {
-  blockOf, centreOn, clampView, edgesOf, findToken, flatten, fullView, isExact, isFull, minimapBox, minimapJump,
+  blockOf, centreOn, clampView, colourTop, edgesOf, findToken, flatten, fullView, isExact, isFull, minimapBox, minimapJump,
   parseSpan, rangesOf, runHead, runsFirst, searchView, tokensIn, viewOfRanges,
 } from "../../static/js/longview.js";
 import { urlCodec } from "../../static/js/urlstate.js";
@@ -65,6 +65,15 @@ test("flatten keeps row-major order; runHead maps the aggregate to the API's hea
   const { matrix, rows, cols } = flatten([[1, 2, 3], [4, 5, 6]]);
   assert.deepEqual([rows, cols, Array.from(matrix)], [2, 3, [1, 2, 3, 4, 5, 6]]);
   assert.deepEqual(["head", "mean", "max", "rollout", "flow"].map((a) => runHead(a, 3)), [3, "mean", "max", null, null]);
+});
+
+test("the overview's colour top: the 99th percentile (nearest rank), so one block of 1.0 does not wash out the rest", () => {
+  const ramp = Float32Array.from({ length: 100 }, (_, i) => 100 - i); // 100, 99, ..., 1
+  assert.equal(colourTop(ramp), 99);
+  const sink = new Float32Array(1000).fill(0.002);
+  sink[0] = 1; // a decoder's first token attends to itself only
+  assert.equal(colourTop(sink), Math.fround(0.002));
+  assert.equal(colourTop(new Float32Array(4)), 1e-6); // all zero: a floor, never a zero range
 });
 
 test("the minimap box and a click on it", () => {

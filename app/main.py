@@ -25,6 +25,7 @@ from .web.routes import (
     insight,
     measures,
     pages,
+    runs,
 )
 from .web.static_files import CachedStaticFiles
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(insight.router)
     app.include_router(measures.router)
     app.include_router(corpus.router)
+    app.include_router(runs.router)
     app.include_router(pages.router)
     app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -141,6 +141,29 @@ class Settings(BaseSettings):
         ),
     )
 
+    # -- runs (`POST /api/runs`: long inputs explored through overviews and tiles; added with issue 13) ----------
+    run_cache_mb: int = Field(
+        512,
+        ge=1,
+        description=(
+            "Memory, in MB, held by open runs (their captured queries and keys); past it the least recently used run "
+            "is dropped (its next read answers 404 `run_not_found`). A run that alone needs more gets 413."
+        ),
+    )
+    run_ttl_s: float = Field(
+        1800.0, gt=0, description="Seconds a run stays readable after it is made (its `expires_at`); then 404."
+    )
+    run_max_tokens: int = Field(
+        8192,
+        ge=2,
+        description=(
+            "Most tokens a run takes, still capped by the model's own position limit. Runs keep queries and keys, not "
+            "weights, so they go past `HEADMAP_MAX_TOKENS`; models without the attention capture keep dense weights "
+            "and stay at their `/api/attention` limit."
+        ),
+    )
+    # -- end of run settings ----------------------------------------------------------------------------------------
+
     # -- corpus mode (`POST /api/corpus`; added with issue 17) -------------------------------------------
     corpus_max_texts: int = Field(1000, ge=1, description="Most texts one `POST /api/corpus` job may hold.")
     corpus_max_bytes: int = Field(

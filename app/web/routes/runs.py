@@ -1,0 +1,170 @@
+"""Runs: a long input run once and kept, read as pooled overviews and exact tiles (issue 13; RUNS_API.md)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ...schemas.attention import AttentionRequest
+from ...schemas.runs import Overview, RunInfo, RunRequest, Tile
+from ...serving import runs as service
+from ...serving.encoding import CompactWeights, Weights, dumps
+from ..deps import RegistryDep, SchedulerDep, SettingsDep
+from ..errors import error_responses
+from ..responses import timed_json
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+RunId = Annotated[str, Path(max_length=200, description="The `run_id` that `POST /api/runs` gave.")]
+LayerQ = Annotated[int, Query(ge=0, description="Layer (0-based).")]
+HeadQ = Annotated[
+    Annotated[int, Query(ge=0)] | Literal["mean", "max"],
+    Query(description="Query head (0-based), or `mean` / `max` over the layer's query heads."),
+]
+IfNoneMatch = Annotated[
+    str | None, Header(description="An `ETag` this client holds: 304 if it still names the answer.")
+]
+
+
+def run_store(request: Request) -> service.RunStore:
+    """The app's run store, created on first use (one per server process)."""
+    store: service.RunStore | None = getattr(request.app.state, "runs", None)
+    if store is None:
+        store = request.app.state.runs = service.RunStore.from_settings(request.app.state.settings)
+    return store
+
+
+def _cached(response: Response, store: service.RunStore, run: service.Run, tag: str) -> Response:
+    response.headers["ETag"] = tag
+    response.headers["Cache-Control"] = f"private, max-age={store.seconds_left(run)}, immutable"
+    return response
+
+
+def _not_modified(store: service.RunStore, run: service.Run, tag: str, if_none_match: str | None) -> Response | None:
+    if not service.matches(if_none_match, tag):
+        return None
+    return _cached(Response(status_code=304), store, run, tag)
+
+
+_READ_ERRORS = error_responses(404, 413, 422, 503, 504)
+_READ_ERRORS[304] = {"description": "Not modified: the `If-None-Match` ETag still names this answer."}
+
+
+@router.post(
+    "",
+    response_model=RunInfo,
+    responses=error_responses(400, 404, 413, 422, 503, 504),
+    summary="Run a (long) text once and keep it, to read as overviews and tiles",
+)
+async def create(
+    req: RunRequest, request: Request, registry: RegistryDep, scheduler: SchedulerDep, settings: SettingsDep
+) -> Response:
+    """Tokenize and run the text; the server keeps the run (queries and keys for models on the attention capture)
+    until `expires_at` or until it needs the room (least recently used first). Read it with `GET .../overview` and
+    `GET .../tile`. Takes up to `HEADMAP_RUN_MAX_TOKENS` tokens, capped by the model's own limit."""
+    start = time.perf_counter()
+    attention_req = AttentionRequest(text=req.text, model=req.model, text_pair=req.text_pair, truncate=req.truncate)
+    run, enc, engine = await service.create(registry, scheduler, run_store(request), settings, attention_req)
+    body = await run_in_threadpool(lambda: dumps(service.info(run, enc, engine)))
+    response = timed_json(body, start)
+    response.headers["Location"] = f"/api/runs/{run.run_id}"
+    return response
+
+
+@router.get(
+    "/{run_id}/overview",
+    response_model=Overview,
+    responses=_READ_ERRORS,
+    summary="One layer and head of a run pooled into size x size blocks (max or mean of each block)",
+)
+async def overview(
+    run_id: RunId,
+    layer: LayerQ,
+    head: HeadQ,
+    request: Request,
+    scheduler: SchedulerDep,
+    size: Annotated[int, Query(ge=1, le=service.MAX_OVERVIEW, description="Cells a side (at most the tokens).")] = 256,
+    reduce: Annotated[Literal["max", "mean"], Query(description="How a block's weights become one cell.")] = "max",
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """Computed a block of query rows at a time (each row's exact softmax over all keys), never the whole T x T."""
+    start = time.perf_counter()
+    store = run_store(request)
+    run = store.get(run_id)
+    service.check_layer_head(run, layer, head)
+    tag = service.etag(run, {"view": "overview", "layer": layer, "head": head, "size": size, "reduce": reduce})
+    if (hit := _not_modified(store, run, tag, if_none_match)) is not None:
+        return hit
+    q_bounds, k_bounds, matrix = await scheduler.call(lambda: service.overview(run, layer, head, size, reduce))
+    payload: dict[str, Any] = {
+        "run_id": run.run_id,
+        "layer": layer,
+        "head": head,
+        "reduce": reduce,
+        "num_tokens": run.num_tokens,
+        "size": len(q_bounds) - 1,
+        "q_bounds": q_bounds.tolist(),
+        "k_bounds": k_bounds.tolist(),
+        "matrix": Weights(matrix),  # [n, n]
+    }
+    return _cached(timed_json(await run_in_threadpool(dumps, payload), start), store, run, tag)
+
+
+@router.get(
+    "/{run_id}/tile",
+    response_model=Tile,
+    responses=_READ_ERRORS,
+    summary="The exact weights of a range of queries x keys (at most 512 a side)",
+)
+async def tile(
+    run_id: RunId,
+    layer: LayerQ,
+    head: HeadQ,
+    q0: Annotated[int, Query(ge=0, description="First query (inclusive).")],
+    q1: Annotated[int, Query(ge=1, description="Last query (exclusive).")],
+    k0: Annotated[int, Query(ge=0, description="First key (inclusive).")],
+    k1: Annotated[int, Query(ge=1, description="Last key (exclusive).")],
+    request: Request,
+    scheduler: SchedulerDep,
+    encoding: Annotated[Literal["json", "compact"], Query(description="`json` floats or `compact` uint8.")] = "json",
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """Each weight is its query row's softmax over all keys (a tile's rows are not renormalised)."""
+    start = time.perf_counter()
+    store = run_store(request)
+    run = store.get(run_id)
+    service.check_layer_head(run, layer, head)
+    service.check_tile(run, q0, q1, k0, k1)
+    query = {"view": "tile", "layer": layer, "head": head, "q0": q0, "q1": q1, "k0": k0, "k1": k1, "enc": encoding}
+    tag = service.etag(run, query)
+    if (hit := _not_modified(store, run, tag, if_none_match)) is not None:
+        return hit
+    weights = await scheduler.call(lambda: service.tile(run, layer, head, q0, q1, k0, k1))  # [q, k]
+    payload = {
+        "run_id": run.run_id,
+        "layer": layer,
+        "head": head,
+        "q0": q0,
+        "q1": q1,
+        "k0": k0,
+        "k1": k1,
+        "weights": Weights(weights) if encoding == "json" else None,
+        "weights_compact": CompactWeights(weights) if encoding == "compact" else None,
+    }
+    return _cached(timed_json(await run_in_threadpool(dumps, payload), start), store, run, tag)
+
+
+@router.delete(
+    "/{run_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(404),
+    summary="Drop a run now (its memory goes back to the cache)",
+)
+async def delete(run_id: RunId, request: Request) -> Response:
+    run_store(request).delete(run_id)
+    return Response(status_code=204)

@@ -19,8 +19,10 @@ export class LongRun {
     this.remade = 0; // times the run was made again after a 404
     this.recreating = null;
     // Values do not depend on the run id (the same text gives the same weights), so a run made
-    // again keeps what was fetched.
-    this.cache = new RequestCache(256);
+    // again keeps what was fetched. Head-view overviews and tiles (up to 256 KB each as float32) are
+    // few; the model grid's small overviews (4 KB at 32 x 32) one per head of the model.
+    this.cache = new RequestCache(64);
+    this.small = new RequestCache(4096);
   }
 
   get tokens() {
@@ -63,7 +65,8 @@ export class LongRun {
    * @param {number} layer @param {number|"mean"|"max"} head @param {number} size @param {"max"|"mean"} reduce
    */
   overview(layer, head, size, reduce = "max") {
-    return this.cache.get(`o:${layer}:${head}:${size}:${reduce}`, async () => {
+    const cache = size <= 64 ? this.small : this.cache;
+    return cache.get(`o:${layer}:${head}:${size}:${reduce}`, async () => {
       const o = await this.withRun((id) => this.api.getOverview(id, { layer, head, size, reduce }));
       const { matrix, rows } = flatten(o.matrix);
       return { matrix, n: rows, qBounds: o.q_bounds, kBounds: o.k_bounds, reduce: o.reduce ?? reduce };

@@ -44,6 +44,13 @@ MODEL_DEPENDENT = {
     (413, "too_many_texts"),  # more texts than HEADMAP_CORPUS_MAX_TEXTS, a server setting
     (409, "job_cancelled"),  # the job was stopped (server shutting down)
     (422, "invalid_corpus"),  # an uploaded file whose lines are not the format named (its content has no schema)
+    # runs: what depends on the run (its id, its tokens, layers and heads) or on the run cache's size
+    (404, "run_not_found"),  # a run id this server does not hold (never made, expired, evicted, deleted)
+    (422, "bad_layer"),  # a layer / head outside this run's model
+    (422, "bad_head"),
+    (422, "bad_range"),  # a tile outside this run's tokens, or q0 >= q1 (a relation the schema cannot state)
+    (413, "tile_too_large"),  # q1 - q0 or k1 - k0 over 512 (a difference the schema cannot state)
+    (413, "run_too_large"),  # a run larger than HEADMAP_RUN_CACHE_MB, a server setting
 }
 
 

@@ -71,7 +71,7 @@ class Run:
         every key (a part of a row is not renormalised)."""
         if isinstance(self.attention, Captured):
             return self.attention.weights(layer, heads, (q0, q1), (k0, k1))  # [h, q, k]
-        return self.attention[layer, heads, q0:q1, k0:k1].float()  # [h, q, k]
+        return self.attention[layer, heads, q0:q1, k0:k1].float()  # [h, q, k] a copy (a list of heads indexes)
 
 
 def _tensor_bytes(attention: Captured | torch.Tensor) -> int:
@@ -327,17 +327,23 @@ def overview(
 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """``(q_bounds, k_bounds, matrix [n, n])``: ``reduce`` of the weights over each block of queries x keys.
 
-    Query rows are computed a chunk at a time (each row's exact softmax over all keys, the heads combined),
-    pooled, and let go: at most ``_CHUNK_FLOATS`` weights are held. Blocking: a worker thread."""
+    Query rows are computed a chunk at a time, one head after the other (each row's exact softmax over all keys,
+    the heads summed or maxed into the chunk), pooled, and let go: about ``2 x _CHUNK_FLOATS`` weights are held at
+    once, whatever T. Blocking: a worker thread."""
     heads = check_layer_head(run, layer, head)
     t = run.num_tokens
     bounds = block_bounds(t, size)  # [n + 1]
     pool = BlockPool(bounds, bounds, reduce)
-    rows = max(1, _CHUNK_FLOATS // (len(heads) * t))
+    rows = max(1, _CHUNK_FLOATS // t)
     with torch.inference_mode():
         for q0 in range(0, t, rows):
             q1 = min(q0 + rows, t)
-            chunk = _combine(run.rows(layer, heads, q0, q1, 0, t), head)  # [r, T]
+            chunk = run.rows(layer, heads[:1], q0, q1, 0, t)[0]  # [r, T]
+            for h in heads[1:]:
+                w = run.rows(layer, [h], q0, q1, 0, t)[0]  # [r, T]
+                chunk = chunk.add_(w) if head == "mean" else torch.maximum(chunk, w, out=chunk)
+            if head == "mean":
+                chunk = chunk.div_(len(heads))
             pool.add(q0, chunk.numpy())
     matrix = pool.result()  # [n, n]
     _finite(matrix)
@@ -345,10 +351,11 @@ def overview(
 
 
 def etag(run: Run, query: dict[str, Any]) -> str:
-    """A strong validator of one read: the run id (its content never changes) and the normalised query."""
+    """The validator of one read: the run id (its content never changes) and the normalised query. Weak
+    (``W/``): the gzip middleware may send the same answer in another content coding."""
     canonical = "&".join(f"{k}={query[k]}" for k in sorted(query))
     digest = hashlib.sha256(f"{run.run_id}?{canonical}".encode()).hexdigest()[:24]
-    return f'"{run.run_id}.{digest}"'
+    return f'W/"{run.run_id}.{digest}"'
 
 
 def matches(if_none_match: str | None, tag: str) -> bool:
@@ -357,4 +364,5 @@ def matches(if_none_match: str | None, tag: str) -> bool:
         return False
     if if_none_match.strip() == "*":
         return True
-    return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
+    bare = tag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") == bare for t in if_none_match.split(","))

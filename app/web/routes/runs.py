@@ -162,7 +162,7 @@ async def tile(
     "/{run_id}",
     status_code=204,
     response_class=Response,
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
     summary="Drop a run now (its memory goes back to the cache)",
 )
 async def delete(run_id: RunId, request: Request) -> Response:

@@ -21,7 +21,7 @@ export const OVERVIEW_SIZE = 256;
 const HIGHLIGHT = "#f59e0b";
 
 const sameView = (a, b) => a.q0 === b.q0 && a.q1 === b.q1 && a.k0 === b.k0 && a.k1 === b.k1;
-const fmt = (v) => Number(v).toFixed(3);
+const fmt = (v) => Number(v).toFixed(4); // the API rounds to 4 decimals; long inputs have small weights
 
 /** Token groups of a long run: one per token (hiding and merging do not apply to runs), memoised. */
 export function longGroups(run) {

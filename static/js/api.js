@@ -125,3 +125,31 @@ export function getHeads(req, signal) {
 export function getSimilarity(req, signal) {
   return postJson("/api/stats", { ...inputOf(req), similarity: true }, signal);
 }
+
+// -- runs (issue 13): a long input's captured state kept by the server, read as overviews and tiles --
+
+/** POST /api/runs -> RunInfo {run_id, model, kind, tokens, labels, …, num_layers, num_heads, num_tokens, bytes, expires_at} */
+export function createRun(req, signal) {
+  return postJson("/api/runs", inputOf(req), signal);
+}
+
+async function getJson(path, params, signal) {
+  const query = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]));
+  const response = await request(`${path}?${query}`, { headers: { Accept: "application/json" }, signal });
+  return response.json();
+}
+
+/** GET /api/runs/{id}/overview -> {num_tokens, size, q_bounds, k_bounds, matrix: [[float]]} (block max or mean) */
+export function getOverview(runId, { layer, head, size, reduce = "max" }, signal) {
+  return getJson(`/api/runs/${encodeURIComponent(runId)}/overview`, { layer, head, size, reduce }, signal);
+}
+
+/** GET /api/runs/{id}/tile -> {q0, q1, k0, k1, weights: [[float]]}: the exact weights of that range */
+export function getTile(runId, { layer, head, q0, q1, k0, k1 }, signal) {
+  return getJson(`/api/runs/${encodeURIComponent(runId)}/tile`, { layer, head, q0, q1, k0, k1, encoding: "json" }, signal);
+}
+
+/** DELETE /api/runs/{id}: the server may free it now (it would expire anyway). */
+export async function deleteRun(runId) {
+  await request(`/api/runs/${encodeURIComponent(runId)}`, { method: "DELETE" });
+}

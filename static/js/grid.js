@@ -5,6 +5,7 @@ import { lut } from "./colors.js";
 import { gridMatrix, groupsOf } from "./derive.js";
 import { downloadCanvas } from "./exporter.js";
 import { t } from "./i18n.js";
+import { GRID_SIZE } from "./longview.js";
 
 const MAX_PIXELS = 160; // canvas side; larger matrices are max-pooled so peaks stay visible
 
@@ -73,7 +74,8 @@ export class ModelGrid {
    * The view interface (views.js): repaints when the run or a display option changed, and marks the
    * state's layer and head.
    */
-  show(run, state) {
+  show(run, state, signal) {
+    if (run.long) return this.showLong(run, state, signal);
     const key = [run.id, state.hide, state.merge, state.scale, state.range].join(":");
     if (key !== this.key) {
       this.draw({
@@ -84,6 +86,34 @@ export class ModelGrid {
         scale: state.scale,
         range: state.range,
       });
+      this.key = key;
+    }
+    this.select(state.layer, state.head);
+  }
+
+  /**
+   * A long input (a run, issue 13): each head's small overview (GRID_SIZE blocks a side, block max)
+   * from the server, a few requests at a time, each cell painted as it arrives.
+   */
+  async showLong(run, state, signal) {
+    const key = ["long", run.id, state.scale, state.range].join(":");
+    if (key !== this.key) {
+      const layers = Array.from({ length: run.tensor.layers }, (_, i) => i);
+      const heads = Array.from({ length: run.tensor.heads }, (_, i) => i);
+      this.build(layers, heads);
+      const table = lut(state.scale);
+      const jobs = layers.flatMap((l) => heads.map((h) => [l, h]));
+      let next = 0;
+      const worker = async () => {
+        while (next < jobs.length && !signal?.aborted) {
+          const [l, h] = jobs[next++];
+          const o = await run.long.overview(l, h, GRID_SIZE, "max");
+          if (signal?.aborted) return;
+          paint(this.cells[l][h].firstChild, o.matrix, o.n, state.range === "one" ? 1 : maxOf(o.matrix), table);
+        }
+      };
+      await Promise.all(Array.from({ length: 4 }, worker));
+      if (signal?.aborted) return;
       this.key = key;
     }
     this.select(state.layer, state.head);

@@ -14,6 +14,7 @@ import * as exporter from "./exporter.js";
 import { axisBase, FONT, labelPx, shortLabel as short, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
 import { t } from "./i18n.js";
 import { escapePlotly } from "./tokens.js";
+import { LongHead } from "./longhead.js";
 
 const MARGIN = { l: 118, r: 24, t: 56, b: 118 }; // l and b are recomputed from the labels
 const COLORBAR_PX = 80;
@@ -71,12 +72,15 @@ export class HeadView {
     this.labels.setAttribute("aria-hidden", "true");
     el.after(this.labels);
     el.addEventListener("keydown", (ev) => this.onKey(ev, store));
+    this.long = new LongHead(this, store, progress); // long inputs: overview, tiles, minimap, search
   }
 
   /** The view interface (views.js): the shown matrix of `run` for `state`. */
   async show(run, state, signal) {
     this.run = run;
     this.state = state;
+    this.long.setActive(Boolean(run.long));
+    if (run.long) return this.long.show(run, state, signal);
     const slow = isPending(run, state);
     if (slow) this.progress.start(state.agg === "rollout" ? t("status.rollout") : t("agg.computing", { measure: t(`agg.${state.agg}`) }));
     let view;
@@ -123,6 +127,7 @@ export class HeadView {
 
   /** CSV of the matrix shown (after hiding and merging), labelled by the groups. */
   async exportCsv(stem) {
+    if (this.run.long) return this.long.exportCsv(stem);
     const view = await shownView(this.run, this.state);
     exporter.downloadCsv(view.matrix, view.n, view.groups.map((g) => g.label), `${stem}.csv`);
   }
@@ -160,12 +165,17 @@ export class HeadView {
    * Draw (or update in place) the heatmap.
    * @param {{matrix: Float32Array, n: number, groups: object[], title: string, scale: string, zmax: number,
    *          boundaries: number[]}} view
+   *   A long input's view (longhead.js) also gives z (rows), trace (x/y of its cells), ranges (the
+   *   token ranges shown), shapes, hover and long: true; n is then the span shown.
    */
   async draw(view) {
     this.view = view;
     const { n, matrix } = view;
-    const z = new Array(n);
-    for (let i = 0; i < n; i++) z[i] = Array.from(matrix.subarray(i * n, (i + 1) * n));
+    let z = view.z;
+    if (!z) {
+      z = new Array(n);
+      for (let i = 0; i < n; i++) z[i] = Array.from(matrix.subarray(i * n, (i + 1) * n));
+    }
     const fontPx = n > 60 ? 10 : 12;
     this.fontPx = fontPx;
     this.angle = n > 12 ? -60 : -30;
@@ -195,10 +205,12 @@ export class HeadView {
         thickness: 12,
         outlinewidth: 0,
         len: 0.9,
-        tickformat: ".2f",
+        tickformat: view.tickformat ?? ".2f",
         ticklabeloverflow: "allow",
       },
+      ...view.trace,
     };
+    const ranges = view.ranges ? { x: { range: view.ranges.x, autorange: false }, y: { range: view.ranges.y, autorange: false } } : { x: {}, y: { autorange: "reversed" } };
     const layout = {
       title: { text: escapePlotly(view.title), x: 0.01, xanchor: "left", font: { size: 15, color: TITLE_COLOR } },
       font: { family: FONT, color: TEXT_COLOR },
@@ -207,15 +219,17 @@ export class HeadView {
       height,
       paper_bgcolor: "#ffffff",
       plot_bgcolor: "#ffffff",
-      xaxis: { ...axis, title: { text: t("heatmap.key_axis"), standoff: this.margin.b - 46 } },
-      yaxis: { ...axis, title: { text: t("heatmap.query_axis"), standoff: this.margin.l - 40 }, autorange: "reversed" },
-      shapes,
+      xaxis: { ...axis, title: { text: t("heatmap.key_axis"), standoff: this.margin.b - 46 }, ...ranges.x },
+      yaxis: { ...axis, title: { text: t("heatmap.query_axis"), standoff: this.margin.l - 40 }, ...ranges.y },
+      shapes: view.shapes ? [...shapes, ...view.shapes] : shapes,
       dragmode: "zoom",
       uirevision: view.revision, // keep the zoom while switching layer or head on the same tokens
     };
     const config = {
       displaylogo: false,
       modeBarButtonsToRemove: ["select2d", "lasso2d", "toImage", "autoScale2d"],
+      // A long input zooms with the wheel too; a double-click goes back to all of it (longhead.js).
+      ...(view.long ? { scrollZoom: true, doubleClick: "autosize" } : {}),
     };
     await window.Plotly.react(this.el, [trace], layout, config);
     this.bind();
@@ -229,6 +243,11 @@ export class HeadView {
     gd.on("plotly_hover", (ev) => {
       const p = ev.points && ev.points[0];
       if (!p || !this.view) return;
+      if (this.view.hover) {
+        const lines = this.view.hover(p);
+        if (lines) this.tooltip.show(lines, ev.event.clientX, ev.event.clientY);
+        return;
+      }
       const q = this.view.groups[p.y];
       const k = this.view.groups[p.x];
       if (!q || !k) return;
@@ -243,7 +262,10 @@ export class HeadView {
       );
     });
     gd.on("plotly_unhover", () => this.tooltip.hide());
-    gd.on("plotly_relayout", () => this.renderLabels());
+    gd.on("plotly_relayout", (ev) => {
+      this.renderLabels();
+      if (this.view?.long) this.long.onRelayout(ev);
+    });
     let last = "";
     new ResizeObserver(() => {
       const { width, height } = this.size();

@@ -4,7 +4,7 @@
 // already in memory.
 
 import { Aggregates } from "./aggregate.js";
-import { ApiError, getAttention, getModels, setRoot } from "./api.js";
+import { ApiError, createRun, deleteRun, getAttention, getModels, getOverview, getTile, setRoot } from "./api.js";
 import { CompareView } from "./compare.js";
 import { Controls } from "./controls.js";
 import { DEFAULT_STAT, setFormula, STATS } from "./definitions.js";
@@ -15,6 +15,8 @@ import { HeadTypesView } from "./headtypes.js";
 import { HeadView, perHead } from "./heatmap.js";
 import { Seq2SeqView } from "./seq2seq.js";
 import { maybe, t } from "./i18n.js";
+import { LongRun } from "./longrun.js";
+import { clampView, LONG_TOKENS, runsFirst } from "./longview.js";
 import { ServerMeasures } from "./measures.js";
 import { StatsView } from "./stats.js";
 import { Store } from "./store.js";
@@ -34,7 +36,9 @@ const tooltip = new Tooltip($("tooltip"));
 
 /**
  * The response shown and what is derived from it: {id, resp, tensor, aggs, request, kind, models,
- * groups, groupsKey}; null before the first run.
+ * groups, groupsKey}; null before the first run. A long input (more than LONG_TOKENS tokens) is a run
+ * on the server instead: resp is its RunInfo (the token fields), tensor only {layers, heads, size},
+ * aggs null and long a LongRun (overviews and tiles, longrun.js).
  */
 let run = null;
 let inflight = null;
@@ -152,6 +156,30 @@ function showError(err) {
   setPageState("error");
 }
 
+const runsApi = { createRun, getOverview, getTile, deleteRun };
+
+/**
+ * Ask for `req` as the page shows it: a run (POST /api/runs) when it has more than LONG_TOKENS tokens,
+ * else the whole response (POST /api/attention, as for every short input). Texts over LONG_CHARS
+ * characters ask for the run first, whose answer counts the tokens (a short one is dropped and asked
+ * of /api/attention); shorter texts go to /api/attention, and one whose response would pass the
+ * server's size budget (413 response_too_large) becomes a run.
+ * @returns {Promise<{long: LongRun|null, attention: {data: object, serverMs: number|null, bytes: number}|null}>}
+ */
+async function fetchRun(req, signal) {
+  if (runsFirst(req)) {
+    const info = await createRun(req, signal);
+    if (info.num_tokens > LONG_TOKENS) return { long: new LongRun(req, info, runsApi), attention: null };
+    deleteRun(info.run_id).catch(() => {}); // short after all: it would expire anyway
+  }
+  try {
+    return { long: null, attention: await getAttention(req, signal) };
+  } catch (err) {
+    if (!(err instanceof ApiError && err.code === "response_too_large")) throw err;
+    return { long: new LongRun(req, await createRun(req, signal), runsApi), attention: null };
+  }
+}
+
 function sameRequest(a, b) {
   return a && b && a.text === b.text && a.pair === b.pair && a.model === b.model && a.truncate === b.truncate && a.target === b.target;
 }
@@ -167,14 +195,24 @@ async function runText() {
   setPageState("busy");
   const t0 = performance.now();
   try {
-    const { data: resp, serverMs, bytes } = await getAttention(req, ctrl.signal);
-    const tensor = tensorFromResponse(resp);
-    run?.aggs.dispose();
+    const { long, attention } = await fetchRun(req, ctrl.signal);
+    if (ctrl.signal.aborted) {
+      long?.dispose();
+      return;
+    }
+    const resp = long ? long.info : attention.data;
+    const { serverMs = null, bytes = 0 } = attention ?? {};
+    const tensor = long
+      ? { layers: resp.num_layers, heads: resp.num_heads, size: resp.num_tokens }
+      : tensorFromResponse(resp);
+    run?.aggs?.dispose();
+    run?.long?.dispose();
     run = {
       id: (run?.id ?? 0) + 1,
       resp,
       tensor,
-      aggs: new Aggregates(tensor),
+      aggs: long ? null : new Aggregates(tensor),
+      long,
       measures: new ServerMeasures(req), // norms, flow, ALTI: fetched when first shown
       request: req,
       kind: controls.modelInfoFor(resp.model)?.kind ?? resp.kind,
@@ -188,6 +226,8 @@ async function runText() {
     controls.setLoaded(true);
     controls.setStale(false);
     const { layer, head } = store.state;
+    // A long input keeps its zoom when it is the text the state names (a link, a reload), else starts whole.
+    const keepZoom = long && store.state.zoom && store.state.text === req.text && store.state.pair === req.pair;
     store.setState({
       text: req.text,
       pair: req.pair,
@@ -195,6 +235,7 @@ async function runText() {
       layer: Math.min(layer, tensor.layers - 1),
       head: Math.min(head, tensor.heads - 1),
       ...(!seq2seq && store.state.view === "seq2seq" ? { view: "head" } : {}), // its tab is gone
+      zoom: keepZoom ? clampView(store.state.zoom, tensor.size) : null,
     });
     await requestRender();
     const total = performance.now() - t0;
@@ -203,7 +244,7 @@ async function runText() {
       t("status.shape", { layers: tensor.layers, heads: tensor.heads }),
       serverMs != null ? t("status.server_ms", { ms: Math.round(serverMs) }) : null,
       t("status.shown_after", { ms: Math.round(total) }),
-      t("status.kib", { kib: (bytes / 1024).toFixed(0) }),
+      long ? t("long.status", { mib: (resp.bytes / 2 ** 20).toFixed(1) }) : t("status.kib", { kib: (bytes / 1024).toFixed(0) }),
       resp.truncated ? t("status.truncated") : null,
     ];
     controls.setStatus(t("status.shown", { parts: parts.filter(Boolean).join(" · ") }));

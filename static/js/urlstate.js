@@ -1,10 +1,12 @@
 // The view, encoded in the URL fragment (never sent to the server, so shared text stays out of logs).
 // Example: #text=The+cat+sat&model=minilm&view=head&agg=mean&layer=2&head=5&hide=1&merge=1&scale=viridis&range=one&stat=distance
 // A comparison adds its inputs: &a=The+cat+sat&am=minilm&b=The+dog+sat&bm=minilm
+// A long input's zoom (longview.js) adds the query and key token ranges shown: &q=1024-1280&k=960-1216
 //
 // Pure (no DOM): the statistics a link may name are given, so unit tests need no page.
 
 import { DEFAULT_SCALE, isScale } from "./colors.js";
+import { formatSpan, parseSpan } from "./longview.js";
 
 export const VIEWS = ["head", "model", "stats", "heads", "compare", "explain", "seq2seq"];
 export const AGGS = ["head", "mean", "max", "rollout", "norms", "flow", "alti", "alti_rollout"];
@@ -13,6 +15,13 @@ const RANGES = ["max", "one"];
 function int(value, fallback) {
   const n = Number.parseInt(value ?? "", 10);
   return Number.isFinite(n) && n >= 0 && n < 10000 ? n : fallback;
+}
+
+/** Both ranges of a zoom, or null when either is missing or malformed. */
+function zoomOf(q, k) {
+  const qs = parseSpan(q);
+  const ks = parseSpan(k);
+  return qs && ks ? { q0: qs[0], q1: qs[1], k0: ks[0], k1: ks[1] } : null;
 }
 
 /**
@@ -35,6 +44,7 @@ export function urlCodec({ stats, defaultStat }) {
     range: "max",
     stat: defaultStat,
     cmp: null, // {a, am, b, bm}: the compare tab's texts and models, once the user has compared
+    zoom: null, // {q0, q1, k0, k1}: a long input's head view zoomed in (token ranges, half-open); null: all of it
   });
 
   /** Parse a fragment (with or without '#') into a full, validated state. */
@@ -55,6 +65,7 @@ export function urlCodec({ stats, defaultStat }) {
       range: pick("range", RANGES),
       stat: pick("stat", stats),
       cmp: p.has("b") ? { a: p.get("a") ?? "", am: p.get("am") || null, b: p.get("b"), bm: p.get("bm") || null } : null,
+      zoom: zoomOf(p.get("q"), p.get("k")),
     };
   }
 
@@ -78,6 +89,10 @@ export function urlCodec({ stats, defaultStat }) {
       if (s.cmp.am) p.set("am", s.cmp.am);
       p.set("b", s.cmp.b);
       if (s.cmp.bm) p.set("bm", s.cmp.bm);
+    }
+    if (s.zoom) {
+      p.set("q", formatSpan(s.zoom.q0, s.zoom.q1));
+      p.set("k", formatSpan(s.zoom.k0, s.zoom.k1));
     }
     return `#${p.toString()}`;
   }

@@ -181,6 +181,7 @@ def test_models(client: TestClient) -> None:
         "max_tokens": 512,
         "description": "",
         "supports_pair": True,
+        "mask_token": "[MASK]",  # the tokenizer's (the perturbation's "mask" uses it)
     }
     assert by_name["custom"]["kind"] == "custom" and by_name["custom"]["num_layers"] == 1
     assert all(m["description"] for m in body["models"])

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.engine import Kind
-from .fields import Heads, Layers, ModelName, Text, TextPair, Truncate
+from .fields import Generate, Heads, Layers, ModelName, Predictions, Text, TextPair, Truncate
 
 EXAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
@@ -75,6 +75,30 @@ class AttentionRequest(BaseModel):
             "(422 `measure_unsupported` otherwise)."
         ),
     )
+    predictions: Predictions = None
+    generate: Generate = None
+
+
+class Candidate(BaseModel):
+    """One token the model proposes, with its probability."""
+
+    token_id: int = Field(description="Its id in the tokenizer's vocabulary.", examples=[2003])
+    token: str = Field(description="The tokenizer's own string (`##ing`, `Ġcat`).", examples=["cat"])
+    label: str = Field(description="The token decoded as text (a leading space shown as `␣`).", examples=["cat"])
+    probability: float = Field(description="softmax of the model's logits at this position, 6 decimals.",
+                               examples=[0.4123])  # fmt: skip
+
+
+class Prediction(BaseModel):
+    """The model's top candidates at one position."""
+
+    position: int = Field(description="Token position (index into `tokens`).", examples=[3])
+    kind: Literal["mask", "next"] = Field(
+        description="`mask`: replacements for the mask token at `position` (masked-LM models); `next`: the token "
+        "after `position` (decoders), so position T−1 predicts what would follow the text.",
+        examples=["mask"],
+    )
+    candidates: list[Candidate] = Field(description="The top k, most probable first.")
 
 
 class CompactTensor(BaseModel):
@@ -124,6 +148,21 @@ class AttentionResponse(BaseModel):
         description="With `measure: norms`: `layer_norms[layer][query][key]` = ‖Σ_h α^h_ij f_h(x_j)‖ over all heads "
         "of the layer, rounded to 4 decimals; null otherwise.",
     )
+    predictions: list[Prediction] | None = Field(
+        None,
+        description="With `predictions` in the request: one entry per mask token (masked-LM models) or per "
+        "position (decoders); absent otherwise.",
+    )
+    generated: list[bool] | None = Field(
+        None,
+        description="With `generate`: true for each token the model generated (they follow the prompt's tokens); "
+        "absent otherwise.",
+    )
+    generated_text: str | None = Field(
+        None,
+        description="With `generate`: the generated continuation as text. Offsets of generated tokens index into "
+        "`text + generated_text`.",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -159,6 +198,9 @@ class ModelInfo(BaseModel):
     max_tokens: int = Field(description="Most tokens one request may use, special tokens included.", examples=[512])
     description: str = Field(examples=["sentence-transformers/all-MiniLM-L6-v2: BERT encoder, 6 layers x 12 heads"])
     supports_pair: bool = Field(description="Whether `text_pair` is accepted.", examples=[True])
+    mask_token: str | None = Field(
+        None, description="The tokenizer's mask token (`[MASK]`, `<mask>`); null when it has none.", examples=["[MASK]"]
+    )
 
 
 class ModelList(BaseModel):

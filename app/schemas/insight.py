@@ -44,6 +44,8 @@ class InsightRequest(AttentionRequest):
         "json", description="Always `json` here: numbers are floats rounded to 4 decimals."
     )
     measure: Literal["weights"] = Field("weights", description="Always `weights` here.")
+    predictions: None = Field(None, description="Only in `/api/attention`; always null here.")
+    generate: None = Field(None, description="Only in `/api/attention`; always null here.")
 
 
 class TokenInfo(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -15,6 +15,7 @@ from ..models.capture import Captured
 from ..models.engine import Attention, Encoded, Engine, TooLong
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
+from . import predict
 from .encoding import CompactWeights, Weights, dumps, round_for_json
 from .scheduler import Scheduler
 
@@ -28,6 +29,8 @@ class AttentionResult:
     layers: list[int]
     heads: list[int]
     attention: Attention  # all layers and heads: (L, H, T, T) float32, or captured and computed when selected
+    #: Fields only some requests ask for: ``predictions``, ``generated``, ``generated_text``.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _indices(asked: list[int] | None, count: int, what: str) -> list[int]:
@@ -74,6 +77,7 @@ def prepare(registry: ModelRegistry, req: AttentionRequest) -> tuple[Engine, lis
     engine = registry.get(req.model)
     if req.text_pair is not None and not engine.supports_pair:
         raise APIError(422, "pair_unsupported", f"Model {engine.name!r} does not take a `text_pair`.")
+    predict.check(engine, req, registry.settings)
     return engine, _indices(req.layers, engine.num_layers, "layer"), _indices(req.heads, engine.num_heads, "head")
 
 
@@ -117,16 +121,35 @@ async def compute(registry: ModelRegistry, scheduler: Scheduler, req: AttentionR
     engine, layers, heads = prepare(registry, req)
     with scheduler.announce(engine):
         enc = await run_in_threadpool(encode, engine, req)
-    attn = await scheduler.run(engine, enc)  # (L, H, T, T)
-    return AttentionResult(engine, enc, layers, heads, attn)
+    if req.generate is None and req.predictions is None:
+        attn = await scheduler.run(engine, enc)  # (L, H, T, T), batched with other requests
+        return AttentionResult(engine, enc, layers, heads, attn)
+    return await scheduler.call(lambda: _predict_and_run(registry, engine, enc, req, layers, heads))
 
 
 def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionResult:
     """The same as ``compute`` for callers without an event loop (CLI, reports)."""
     engine, layers, heads = prepare(registry, req)
     enc = encode(engine, req)
+    if req.generate is not None or req.predictions is not None:
+        return _predict_and_run(registry, engine, enc, req, layers, heads)
     attn = engine.run([enc])[0]  # (L, H, T, T) or captured
     return AttentionResult(engine, enc, layers, heads, attn)
+
+
+def _predict_and_run(registry: ModelRegistry, engine: Engine, enc: Encoded, req: AttentionRequest,
+                     layers: list[int], heads: list[int]) -> AttentionResult:  # fmt: skip
+    """Generate (if asked), then one forward pass over the whole sequence: attention, and predictions if asked."""
+    predict.check_length(engine, enc, req, registry.settings)
+    extra: dict[str, Any] = {}
+    if req.generate is not None:
+        enc, generated, generated_text = predict.generate(engine, enc, req.text, req.generate.max_new_tokens)
+        extra |= {"generated": generated, "generated_text": generated_text}
+    if req.predictions is None:
+        return AttentionResult(engine, enc, layers, heads, engine.run([enc])[0], extra)
+    attn, logits = engine.run_lm(enc)  # type: ignore[attr-defined]  # check() made sure it has an LM head
+    extra["predictions"] = predict.predictions(engine, enc, logits, req.predictions.top_k)
+    return AttentionResult(engine, enc, layers, heads, attn, extra)
 
 
 def token_text(enc: Encoded) -> dict[str, Any]:
@@ -153,6 +176,7 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
         "attention": Weights(attn) if encoding == "json" else None,
         "attention_compact": CompactWeights(attn) if encoding == "compact" else None,
         "truncated": enc.truncated,
+        **result.extra,
     }
 
 

@@ -67,6 +67,7 @@ async def models(registry: RegistryDep) -> ModelList:
                 max_tokens=e.max_tokens,
                 description=e.description,
                 supports_pair=e.supports_pair,
+                mask_token=getattr(e.tokenizer, "mask_token", None),
             )
             for e in registry.engines.values()
         ],

@@ -43,7 +43,9 @@ class HFEngine(Engine):
                 with capture.recording() as rec:
                     logits = self.lm(**kwargs).logits  # (1, T, V)
                 if len(rec.calls) != self.num_layers:
-                    raise RuntimeError(f"{self.name}: captured {len(rec.calls)} attention calls, expected {self.num_layers}")
+                    raise RuntimeError(
+                        f"{self.name}: captured {len(rec.calls)} attention calls, expected {self.num_layers}"
+                    )
                 attention: Attention = rec.split([len(enc)])[0]
             else:
                 out = self.lm(**kwargs, output_attentions=True)

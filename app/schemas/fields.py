@@ -93,7 +93,7 @@ class GenerateOptions(BaseModel):
 Predictions = Annotated[
     PredictionOptions | None,
     Field(
-        description="`{\"top_k\": k}` adds `predictions`: for a masked-LM model the top k replacements of every "
+        description='`{"top_k": k}` adds `predictions`: for a masked-LM model the top k replacements of every '
         "mask token in the text, for a decoder the top k next tokens after every position, each with its "
         "probability (softmax of the model's logits). Only for models with `can_predict` (422 "
         "`predictions_unsupported` otherwise). Null or omitted: no predictions.",
@@ -103,7 +103,7 @@ Predictions = Annotated[
 Generate = Annotated[
     GenerateOptions | None,
     Field(
-        description="`{\"max_new_tokens\": n}` continues the text greedily on a decoder with a causal-LM head, "
+        description='`{"max_new_tokens": n}` continues the text greedily on a decoder with a causal-LM head, '
         "then returns the attention of prompt + generated tokens, computed by one forward pass over the whole "
         "sequence; `generated` marks the new tokens. 422 `generate_unsupported` for other models and with "
         "`text_pair`.",

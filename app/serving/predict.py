@@ -104,7 +104,12 @@ def predictions(engine: Engine, enc: Encoded, logits: torch.Tensor, top_k: int) 
                 "position": pos,
                 "kind": kind,
                 "candidates": [
-                    {"token_id": i, "token": str(t), "label": _label(tok, i), "probability": round(float(p), PROBABILITY_DECIMALS)}
+                    {
+                        "token_id": i,
+                        "token": str(t),
+                        "label": _label(tok, i),
+                        "probability": round(float(p), PROBABILITY_DECIMALS),
+                    }
                     for i, t, p in zip(ids, tokens, top.values[row], strict=True)
                 ],
             }
@@ -131,7 +136,9 @@ def extend(engine: Engine, enc: Encoded, text: str, new_ids: list[int]) -> tuple
         start, end = end, max(end, len(piece))
         offsets.append([len(text) + start, len(text) + end])
     full = tok.decode([*enc.input_ids, *kept], skip_special_tokens=True)
-    generated_text = full[len(prompt_text) :] if full.startswith(prompt_text) else tok.decode(kept, skip_special_tokens=True)
+    generated_text = (
+        full[len(prompt_text) :] if full.startswith(prompt_text) else tok.decode(kept, skip_special_tokens=True)
+    )
     n_text = len(text) + len(generated_text)
     offsets = [None if o is None else [min(o[0], n_text), min(o[1], n_text)] for o in offsets]
     whole = text + generated_text

@@ -62,6 +62,7 @@ def test_stats_match_numpy(client: TestClient, exact: np.ndarray) -> None:
         "to_self": np.stack([w[..., i, i] for i in range(t)], -1).mean(-1),
         "to_previous": np.stack([w[..., i, i - 1] for i in range(1, t)], -1).mean(-1),
         "to_next": np.stack([w[..., i, i + 1] for i in range(t - 1)], -1).mean(-1),
+        "to_first": np.stack([w[..., i, 0] for i in range(t)], -1).mean(-1),
     }
     for name, want in expected.items():
         got = np.array(getattr(body.stats, name))

@@ -82,6 +82,7 @@ class HeadStatistics(BaseModel):
     to_self: Matrix = Field(description=STATISTIC["to_self"].text(), examples=[[[0.1, 0.02]]])
     to_previous: Matrix | None = Field(description=STATISTIC["to_previous"].text(), examples=[[[0.7, 0.05]]])
     to_next: Matrix | None = Field(description=STATISTIC["to_next"].text(), examples=[[[0.05, 0.02]]])
+    to_first: Matrix = Field(description=STATISTIC["to_first"].text(), examples=[[[0.62, 0.08]]])
 
 
 class StatsRequest(InsightRequest):

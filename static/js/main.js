@@ -15,6 +15,8 @@ import { HeadTypesView } from "./headtypes.js";
 import { HeadView, perHead } from "./heatmap.js";
 import { maybe, t } from "./i18n.js";
 import { ServerMeasures } from "./measures.js";
+import { Perturbation } from "./perturb.js";
+import { bindLabelTooltips, extraRequest, TokenStrip } from "./predictions.js";
 import { StatsView } from "./stats.js";
 import { Store } from "./store.js";
 import { tensorFromResponse } from "./tensor.js";
@@ -60,13 +62,17 @@ const views = new Views({
   model: new ModelGrid($("grid"), tooltip, openHead),
   stats: new StatsView(tooltip, openHead, (stat) => store.setState({ stat })),
   heads: new HeadTypesView(tooltip, openHead),
-  compare: new CompareView(tooltip, (cmp) => store.setState({ cmp })),
+  compare: new CompareView(tooltip, (cmp) => store.setState({ cmp, edit: null })),
   explain: new ExplainView(tooltip, (model) => {
     controls.setInputs({ model });
     runText();
   }),
 });
 const toolbar = new Toolbar(store, views, () => run);
+// Predictions (hover a token) and perturbation (click one): predictions.js, perturb.js.
+const strip = new TokenStrip($("token-strip"), tooltip, (pos) => perturbation.pick(pos));
+const perturbation = new Perturbation({ store, strip, getRun: () => run, modelInfo: (name) => controls.modelInfoFor(name) });
+bindLabelTooltips(headView.labels, tooltip, () => run?.resp, () => headView.view?.groups);
 
 function setPageState(value) {
   root.dataset.state = value; // "loading" | "busy" | "ready" | "error": for tests and styling
@@ -86,6 +92,7 @@ async function render(signal) {
   const t0 = performance.now();
   await views.show(run, state, signal);
   if (signal.aborted) return; // a newer render follows
+  await perturbation.show(run, state);
   const ms = performance.now() - t0;
   root.dataset.renderMs = String(Math.round(ms));
   root.dataset.renders = String(++renders);
@@ -151,7 +158,7 @@ function showError(err) {
 }
 
 function sameRequest(a, b) {
-  return a && b && a.text === b.text && a.pair === b.pair && a.model === b.model && a.truncate === b.truncate;
+  return a && b && a.text === b.text && a.pair === b.pair && a.model === b.model && a.truncate === b.truncate && a.generate === b.generate;
 }
 
 /** Run the form's text on the form's model and show the response. */
@@ -165,7 +172,8 @@ async function runText() {
   setPageState("busy");
   const t0 = performance.now();
   try {
-    const { data: resp, serverMs, bytes } = await getAttention(req, ctrl.signal);
+    const extra = extraRequest(controls.modelInfoFor(req.model), req.generate);
+    const { data: resp, serverMs, bytes } = await getAttention({ ...req, ...extra }, ctrl.signal);
     const tensor = tensorFromResponse(resp);
     run?.aggs.dispose();
     run = {
@@ -179,6 +187,7 @@ async function runText() {
       models: controls.models,
       groupsKey: null,
     };
+    strip.show(resp);
     controls.setShape(tensor.layers, tensor.heads);
     controls.setInputs({ model: resp.model });
     controls.setLoaded(true);
@@ -250,7 +259,7 @@ function bindEvents() {
     controls.syncModelInfo();
     controls.setStale(Boolean(run) && !sameRequest(controls.request(), run.request));
   };
-  for (const el of [controls.text, controls.pair, controls.model, controls.truncate, controls.pairBox]) {
+  for (const el of [controls.text, controls.pair, controls.model, controls.truncate, controls.pairBox, controls.generate]) {
     el.addEventListener(el === controls.pairBox ? "toggle" : "input", markStale);
   }
   controls.model.addEventListener("change", markStale);

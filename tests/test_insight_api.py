@@ -161,6 +161,20 @@ def test_compare_minimal_pair(client: TestClient) -> None:
     assert np.abs(np.array(res["diff"])).max() > 0.01  # the swap really changes the weights
 
 
+def test_compare_masked_token_aligns_with_the_word_it_hides(client: TestClient) -> None:
+    """The perturbation's "mask": [MASK] typed in place of a word lines up with it (same model)."""
+    body = {"a": {"text": "The doctor said he was tired."}, "b": {"text": "The doctor said [MASK] was tired."}}
+    res = client.post("/api/compare", json={**body, "layers": [1], "heads": [3]}).json()
+    assert res["aligned"] is True and res["mismatched_positions"] == [4]
+    assert res["b"]["tokens"][4] == "[MASK]" and res["b"]["special"][4] is True
+    a = attention(client, text=body["a"]["text"], layers=[1], heads=[3])
+    b = attention(client, text=body["b"]["text"], layers=[1], heads=[3])
+    np.testing.assert_allclose(np.array(res["diff"]), a - b, atol=2e-4)  # separate passes: see above
+    # [CLS]/[SEP] still have to line up: a mask never stands in for them
+    moved = client.post("/api/compare", json={"a": {"text": "a b c d"}, "b": {"text": "a b", "text_pair": "c"}})
+    assert moved.json()["aligned"] is False
+
+
 def test_compare_aggregate_view(client: TestClient) -> None:
     body = {"a": {"text": TEXT}, "b": {"text": TEXT.replace("cat", "dog")}, "view": "rollout", "layers": [5]}
     res = client.post("/api/compare", json=body).json()

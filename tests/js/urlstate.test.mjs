@@ -23,6 +23,7 @@ test("a full link parses into the state it names", () => {
     range: "one",
     stat: "distance",
     cmp: null,
+    edit: null,
   });
 });
 

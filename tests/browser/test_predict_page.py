@@ -52,15 +52,18 @@ def chip(page, pos: int):  # type: ignore[no-untyped-def]
 def test_picker_predictions_and_perturbation(page, server):  # type: ignore[no-untyped-def]
     compares: list[dict] = []
     page.set_default_timeout(180_000)  # a shared, loaded machine
-    page.on(
-        "request", lambda r: compares.append(json.loads(r.post_data or "{}")) if r.url.endswith("/api/compare") else None
-    )
+
+    def on_request(r) -> None:  # type: ignore[no-untyped-def]
+        if r.url.endswith("/api/compare"):
+            compares.append(json.loads(r.post_data or "{}"))
+
+    page.on("request", on_request)
     page.goto(server + "/")
     wait_ready(page)
 
     # The picker: family, parameter count, query / key-value heads and dtype, as /api/models says.
     info = {m["name"]: m for m in httpx.get(f"{server}/api/models").json()["models"]}
-    options = {o["value"]: o["text"] for o in page.eval_on_selector_all("#model option", "os => os.map(o => ({value: o.value, text: o.text}))")}
+    options = dict(page.eval_on_selector_all("#model option", "os => os.map(o => [o.value, o.text])"))
     llama = info["llamalm"]
     assert (llama["num_heads"], llama["num_kv_heads"]) == (4, 2)
     assert "llama" in options["llamalm"] and "4 query / 2 key-value heads" in options["llamalm"]
@@ -98,7 +101,8 @@ def test_picker_predictions_and_perturbation(page, server):  # type: ignore[no-u
     sa = post(server, "/api/stats", {"text": TEXT, "model": "bertlm"})["stats"]
     sb = post(server, "/api/stats", {"text": edited, "model": "bertlm"})["stats"]
     rows = page.eval_on_selector_all(
-        "#perturb-result tbody tr", "rs => rs.map(r => [r.dataset.stat, ...[...r.cells].slice(1).map(c => c.textContent)])"
+        "#perturb-result tbody tr",
+        "rs => rs.map(r => [r.dataset.stat, ...[...r.cells].slice(1).map(c => c.textContent)])",
     )
     assert {r[0] for r in rows} >= {"entropy", "to_first", "to_self"}
     for stat, va, vb, vd in rows:

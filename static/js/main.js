@@ -173,7 +173,16 @@ async function runText() {
   const t0 = performance.now();
   try {
     const extra = extraRequest(controls.modelInfoFor(req.model), req.generate);
-    const { data: resp, serverMs, bytes } = await getAttention({ ...req, ...extra }, ctrl.signal);
+    let got;
+    try {
+      got = await getAttention({ ...req, ...extra }, ctrl.signal);
+    } catch (err) {
+      // Predictions have a length bound of their own (tokens × vocabulary): past it, show the attention without them.
+      if (!(err instanceof ApiError && err.code === "too_many_tokens_for_predictions")) throw err;
+      delete extra.predictions;
+      got = await getAttention({ ...req, ...extra }, ctrl.signal);
+    }
+    const { data: resp, serverMs, bytes } = got;
     const tensor = tensorFromResponse(resp);
     run?.aggs.dispose();
     run = {

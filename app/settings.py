@@ -140,6 +140,18 @@ class Settings(BaseSettings):
         ),
     )
 
+    generate_max_new_tokens: int = Field(
+        256, ge=1, le=4096, description="Most tokens one request may generate (`generate.max_new_tokens`)."
+    )
+    predict_max_logits: int = Field(
+        1 << 26,
+        ge=1,
+        description=(
+            "Largest tokens × vocabulary size a `predictions` request may hold as float32 logits (2^26: 256 MB, "
+            "e.g. 2,200 tokens of a 30k-word BERT or 440 of Qwen2.5's 151k); longer inputs get 413."
+        ),
+    )
+
     gzip_level: int = Field(1, ge=0, le=9, description="gzip level for attention responses; 0 turns it off.")
     gzip_max_bytes: int = Field(
         8 * 1024 * 1024,

@@ -75,6 +75,11 @@ def test_self_previous_next(stats: analysis.HeadStats) -> None:
     close(stats.to_next, [[(0.25 + 0.3) / 2, 1 / 3], [0.0, 0.0]])
 
 
+def test_to_first_is_column_zero(stats: analysis.HeadStats) -> None:
+    # w[q, 0] over the 3 rows, read off ATTN by hand (the attention sink of decoders).
+    close(stats.to_first, [[(0.5 + 0.1 + 0.0) / 3, 1 / 3], [1 / 3, (1 + 1 + 0) / 3]])
+
+
 def test_no_cls_no_sep_gives_none() -> None:
     st = analysis.head_stats(ATTN)  # e.g. GPT-2: no special tokens at all
     assert st.to_cls is None and st.to_sep is None

@@ -183,6 +183,7 @@ def test_models(client: TestClient) -> None:
         "supports_pair": True,
         "decoder_layers": None,  # an encoder: no decoder
         "decoder_heads": None,
+        "mask_token": "[MASK]",  # the tokenizer's (the perturbation's "mask" uses it)
     }
     assert by_name["custom"]["kind"] == "custom" and by_name["custom"]["num_layers"] == 1
     assert all(m["description"] for m in body["models"])

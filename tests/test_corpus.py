@@ -28,7 +28,9 @@ from headmap.corpus.run import Config, Interrupted, run
 from headmap.models.engine import Engine
 from headmap.models.hf import load_hf
 
-STATS = ("entropy", "distance", "max_weight", "row_max", "to_cls", "to_sep", "to_self", "to_previous", "to_next")
+STATS = (
+    "entropy", "distance", "max_weight", "row_max", "to_cls", "to_sep", "to_self", "to_previous", "to_next", "to_first"
+)  # fmt: skip
 
 TEXTS = [
     "The cat sat on the mat because it was tired.",
@@ -60,6 +62,7 @@ def ref_stats(a: np.ndarray, cls: list[int], sep: list[int]) -> dict[str, np.nda
         "to_cls": a[..., cls].sum(-1).mean(-1) if cls else np.full(a.shape[:2], np.nan),
         "to_sep": a[..., sep].sum(-1).mean(-1) if sep else np.full(a.shape[:2], np.nan),
         "to_self": np.stack([a[..., i, i] for i in range(t)], -1).mean(-1),
+        "to_first": np.stack([a[..., i, 0] for i in range(t)], -1).mean(-1),
     }
     if t > 1:
         out["to_previous"] = np.stack([a[..., i, i - 1] for i in range(1, t)], -1).mean(-1)

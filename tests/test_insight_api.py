@@ -62,6 +62,7 @@ def test_stats_match_numpy(client: TestClient, exact: np.ndarray) -> None:
         "to_self": np.stack([w[..., i, i] for i in range(t)], -1).mean(-1),
         "to_previous": np.stack([w[..., i, i - 1] for i in range(1, t)], -1).mean(-1),
         "to_next": np.stack([w[..., i, i + 1] for i in range(t - 1)], -1).mean(-1),
+        "to_first": np.stack([w[..., i, 0] for i in range(t)], -1).mean(-1),
     }
     for name, want in expected.items():
         got = np.array(getattr(body.stats, name))
@@ -158,6 +159,20 @@ def test_compare_minimal_pair(client: TestClient) -> None:
     b = attention(client, text=body["b"]["text"], layers=[2, 4], heads=[1])
     np.testing.assert_allclose(np.array(res["diff"]), a - b, atol=2e-4)  # separate passes: see above
     assert np.abs(np.array(res["diff"])).max() > 0.01  # the swap really changes the weights
+
+
+def test_compare_masked_token_aligns_with_the_word_it_hides(client: TestClient) -> None:
+    """The perturbation's "mask": [MASK] typed in place of a word lines up with it (same model)."""
+    body = {"a": {"text": "The doctor said he was tired."}, "b": {"text": "The doctor said [MASK] was tired."}}
+    res = client.post("/api/compare", json={**body, "layers": [1], "heads": [3]}).json()
+    assert res["aligned"] is True and res["mismatched_positions"] == [4]
+    assert res["b"]["tokens"][4] == "[MASK]" and res["b"]["special"][4] is True
+    a = attention(client, text=body["a"]["text"], layers=[1], heads=[3])
+    b = attention(client, text=body["b"]["text"], layers=[1], heads=[3])
+    np.testing.assert_allclose(np.array(res["diff"]), a - b, atol=2e-4)  # separate passes: see above
+    # [CLS]/[SEP] still have to line up: a mask never stands in for them
+    moved = client.post("/api/compare", json={"a": {"text": "a b c d"}, "b": {"text": "a b", "text_pair": "c"}})
+    assert moved.json()["aligned"] is False
 
 
 def test_compare_aggregate_view(client: TestClient) -> None:

@@ -37,6 +37,11 @@ MODEL_DEPENDENT = {
     (413, "too_many_tokens_for_flow"),  # the measures' length bounds (settings), below the model's own limit
     (413, "too_many_tokens_for_alti"),
     (413, "too_many_tokens_for_similarity"),
+    # predictions and generation: what the named model has (an LM head, a decoder) and the server's bounds
+    (422, "predictions_unsupported"),  # a model without a masked-LM or causal-LM head (minilm)
+    (422, "generate_unsupported"),  # generation on an encoder, or with a text_pair
+    (422, "too_many_new_tokens"),  # more than HEADMAP_GENERATE_MAX_NEW_TOKENS, a server setting
+    (413, "too_many_tokens_for_predictions"),  # tokens × vocabulary over HEADMAP_PREDICT_MAX_LOGITS
     # corpus jobs: what depends on the server's state, or on a file body the schema cannot look into
     (404, "job_not_found"),  # a job id this server does not hold (like an unknown model name)
     (429, "corpus_busy"),  # one corpus job at a time: the generated requests race each other

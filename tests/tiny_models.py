@@ -55,8 +55,9 @@ def _byte_level_bpe(specials: list[str], vocab_size: int = 400) -> tuple[dict[st
     return model["vocab"], merges
 
 
-def make_bert(folder: Path) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+def make_bert(folder: Path, lm: bool = False) -> Path:
+    """``lm``: saved as ``BertForMaskedLM`` (with its masked-LM head), else as the bare ``BertModel``."""
+    from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     tok = BertTokenizerFast(vocab=_wordpiece_vocab(folder), do_lower_case=True, model_max_length=POSITIONS)
@@ -71,7 +72,7 @@ def make_bert(folder: Path) -> Path:
         pad_token_id=0,
     )
     torch.manual_seed(1)
-    BertModel(config).eval().save_pretrained(folder)
+    (BertForMaskedLM if lm else BertModel)(config).eval().save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
@@ -127,8 +128,9 @@ def make_roberta(folder: Path) -> Path:
     return folder
 
 
-def make_gpt2(folder: Path) -> Path:
-    from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast
+def make_gpt2(folder: Path, lm: bool = False) -> Path:
+    """``lm``: saved as ``GPT2LMHeadModel`` (with its causal-LM head), else as the bare ``GPT2Model``."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, GPT2TokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = _byte_level_bpe(["<|endoftext|>"])
@@ -143,7 +145,7 @@ def make_gpt2(folder: Path) -> Path:
         eos_token_id=tok.eos_token_id,
     )
     torch.manual_seed(4)
-    GPT2Model(config).eval().save_pretrained(folder)
+    (GPT2LMHeadModel if lm else GPT2Model)(config).eval().save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
@@ -212,12 +214,13 @@ def _llm_common(tok: object) -> dict[str, object]:
     }
 
 
-def make_llama(folder: Path) -> Path:
-    from transformers import LlamaConfig, LlamaModel
+def make_llama(folder: Path, lm: bool = False) -> Path:
+    """``lm``: saved as ``LlamaForCausalLM`` (with its causal-LM head), else as the bare ``LlamaModel``."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 
     config = LlamaConfig(**_llm_common(_byte_level_tokenizer(folder, POSITIONS)))
     torch.manual_seed(5)
-    LlamaModel(config).eval().save_pretrained(folder)
+    (LlamaForCausalLM if lm else LlamaModel)(config).eval().save_pretrained(folder)
     return folder
 
 

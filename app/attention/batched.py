@@ -17,7 +17,9 @@ import math
 import torch
 
 #: The statistics ``batch_head_stats`` returns, in the order of ``stats.HeadStats``.
-STAT_NAMES = ("entropy", "distance", "max_weight", "row_max", "to_cls", "to_sep", "to_self", "to_previous", "to_next")
+STAT_NAMES = (
+    "entropy", "distance", "max_weight", "row_max", "to_cls", "to_sep", "to_self", "to_previous", "to_next", "to_first"
+)  # fmt: skip
 
 
 def _check(attn: torch.Tensor, lengths: torch.Tensor) -> None:
@@ -87,6 +89,7 @@ def batch_head_stats(
         "to_self": row_mean(torch.diagonal(w, dim1=-2, dim2=-1)),
         "to_previous": neighbour(-1) if t > 1 else undefined,
         "to_next": neighbour(1) if t > 1 else undefined,
+        "to_first": row_mean(w[..., 0]),  # (L, B, H, T) column 0
     }
 
 

@@ -118,6 +118,17 @@ STATISTICS: tuple[Statistic, ...] = (
         explanation="Share of attention to the token just after, {formula}, averaged over the T−1 rows "
         "q = 0..T−2. Null when T = 1.",
     ),
+    Statistic(
+        id="to_first",
+        name="To first",
+        short="First",
+        unit="",
+        formula="w[q,0]",
+        explanation="Share of attention to the first position, {formula}, "
+        + ROWS
+        + ". In decoders this is the 'attention sink' (Xiao et al. 2024): heads park attention on token 0 when "
+        "nothing else is relevant. In BERT-style encoders position 0 is [CLS], so it equals to_cls there.",
+    ),
 )
 
 STATISTIC = {s.id: s for s in STATISTICS}

@@ -49,6 +49,7 @@ class HeadStats:
     to_self: torch.Tensor  # (L, H)
     to_previous: torch.Tensor | None  # (L, H), None when T = 1
     to_next: torch.Tensor | None  # (L, H), None when T = 1
+    to_first: torch.Tensor  # (L, H)
 
 
 def head_stats(attn: torch.Tensor, cls: Sequence[int] = (), sep: Sequence[int] = ()) -> HeadStats:
@@ -85,6 +86,7 @@ def head_stats(attn: torch.Tensor, cls: Sequence[int] = (), sep: Sequence[int] =
         to_self=torch.diagonal(w, dim1=-2, dim2=-1).mean(-1).float(),
         to_previous=off_diagonal(-1),
         to_next=off_diagonal(1),
+        to_first=w[..., 0].mean(-1).float(),  # (L, H, T) column 0 -> (L, H)
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import capture, tokentext
-from .engine import Encoded, Engine, Kind, Output, Seq2SeqAttention, TooLong
+from .engine import Attention, Encoded, Engine, Kind, Output, Seq2SeqAttention, TooLong
 
 log = logging.getLogger("headmap")
 
@@ -24,11 +24,53 @@ log = logging.getLogger("headmap")
 class HFEngine(Engine):
     """A Hugging Face ``AutoModel``: captured q/k on its SDPA path when ``capture``, else eager attention."""
 
-    model: Any
+    model: Any  # the base model (no head): its attention is what every request reads
     uses_token_types: bool
     capture: bool = False
     #: Encoder–decoder models: the token the decoder starts from (``config.decoder_start_token_id``).
     decoder_start_id: int | None = None
+    #: The checkpoint's masked-LM or causal-LM model around ``model`` (sharing its weights), None without a head.
+    lm: Any = None
+
+    def run_lm(self, enc: Encoded) -> tuple[Attention, torch.Tensor]:
+        """One input through the LM model: its attention (as ``run`` gives it) and its logits [T, V] float32.
+
+        The same forward pass gives both, so the attention is that of the model whose predictions are shown."""
+        if self.lm is None:
+            raise RuntimeError(f"{self.name} has no masked-LM or causal-LM head")
+        ids, mask, types = self.pad([enc])  # each (1, T)
+        kwargs = self._inputs(ids, mask, types)
+        with torch.inference_mode():
+            if self.capture:
+                with capture.recording() as rec:
+                    logits = self.lm(**kwargs).logits  # (1, T, V)
+                if len(rec.calls) != self.num_layers:
+                    raise RuntimeError(
+                        f"{self.name}: captured {len(rec.calls)} attention calls, expected {self.num_layers}"
+                    )
+                attention: Attention = rec.split([len(enc)])[0]
+            else:
+                out = self.lm(**kwargs, output_attentions=True)
+                logits = out.logits  # (1, T, V)
+                attention = torch.stack([a[0] for a in out.attentions]).float()  # (L, H, T, T)
+        return attention, logits[0].float()  # (T, V)
+
+    def generate(self, enc: Encoded, max_new_tokens: int) -> list[int]:
+        """Greedy continuation of ``enc`` (transformers' ``generate`` with ``do_sample=False``): the new token ids."""
+        if self.lm is None or self.kind != "decoder":
+            raise RuntimeError(f"{self.name} cannot generate")
+        ids = torch.tensor([enc.input_ids])  # (1, T)
+        pad = self.tokenizer.pad_token_id
+        eos = self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            out = self.lm.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad if pad is not None else eos,
+            )  # (1, T + n)
+        return [int(i) for i in out[0, ids.shape[1] :]]
 
     def _inputs(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> dict[str, torch.Tensor]:
         kwargs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
@@ -326,6 +368,16 @@ def _model_max_tokens(config: Any, tokenizer: Any) -> int:
     return min(limits) if limits else 512
 
 
+def _lm_class(config: Any, kind: Kind) -> Any:
+    """The Auto class that loads the checkpoint's own LM head (masked-LM for encoders, causal-LM for
+    decoders), or None when its saved architecture has none (``config.architectures``)."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    if not _can_predict(config):
+        return None
+    return {"encoder": AutoModelForMaskedLM, "decoder": AutoModelForCausalLM}.get(kind)
+
+
 def load_hf(
     name: str,
     path: Path,
@@ -344,7 +396,11 @@ def load_hf(
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed for character offsets")
-    model = AutoModel.from_pretrained(
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    auto = _lm_class(config, _kind(config)) or AutoModel  # with its LM head when the checkpoint has one
+    model = auto.from_pretrained(
         path, local_files_only=True, trust_remote_code=False, attn_implementation="eager", dtype=getattr(torch, dtype)
     ).eval()
     return engine_of(name, model, tokenizer, description=description, source=source or path.name)
@@ -356,7 +412,13 @@ def engine_of(
     """An ``HFEngine`` over a loaded model and its fast tokenizer, with the facts ``/api/models`` reports.
 
     ``capture``: switch the model to the attention capture when it supports it (``enable_capture``). A model
-    the caller owns (notebooks) is left on eager attention, so its own ``output_attentions`` keeps working."""
+    the caller owns (notebooks) is left on eager attention, so its own ``output_attentions`` keeps working.
+    A model with an LM head (``BertForMaskedLM``, ``LlamaForCausalLM``) serves attention from its base model
+    and predictions from the whole."""
+    lm = None
+    base = getattr(model, "base_model", model)
+    if base is not model and model.get_output_embeddings() is not None:
+        lm, model = model, base
     config = model.config
     kind = _kind(config)
     layers, heads = int(config.num_hidden_layers), int(config.num_attention_heads)
@@ -366,6 +428,8 @@ def engine_of(
     )
     gqa = f" ({kv_heads} key/value heads)" if kv_heads != heads else ""
     seq2seq = kind == "encoder-decoder"
+    if seq2seq:
+        lm = None  # predictions and generation are for encoders and decoders (an encoder-decoder's LM is not wired)
     dec_layers = int(getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None) or layers)
     dec_heads = int(getattr(config, "decoder_attention_heads", None) or heads)
     if seq2seq:
@@ -394,7 +458,7 @@ def engine_of(
         head_dim=head_dim,
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         num_parameters=sum(p.numel() for p in model.parameters()),
-        can_predict=_can_predict(config),
+        can_predict=lm is not None,
         source=source,
         model=model,
         uses_token_types=uses_types,
@@ -402,4 +466,12 @@ def engine_of(
         decoder_layers=dec_layers if seq2seq else None,
         decoder_heads=dec_heads if seq2seq else None,
         decoder_start_id=int(start) if seq2seq and start is not None else None,
+        lm=_same_attention(lm, captured),
     )
+
+
+def _same_attention(lm: Any, captured: bool) -> Any:
+    """``lm`` on the attention implementation its base model was given (capture or eager), or None."""
+    if lm is not None:
+        lm.set_attn_implementation(capture.CAPTURE if captured else "eager")
+    return lm

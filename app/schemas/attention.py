@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.engine import Kind
-from .fields import Heads, Layers, ModelName, Target, Text, TextPair, Truncate
+from .fields import Generate, Heads, Layers, ModelName, Predictions, Target, Text, TextPair, Truncate
 
 EXAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
@@ -76,6 +76,30 @@ class AttentionRequest(BaseModel):
             "(422 `measure_unsupported` otherwise)."
         ),
     )
+    predictions: Predictions = None
+    generate: Generate = None
+
+
+class Candidate(BaseModel):
+    """One token the model proposes, with its probability."""
+
+    token_id: int = Field(description="Its id in the tokenizer's vocabulary.", examples=[2003])
+    token: str = Field(description="The tokenizer's own string (`##ing`, `Ġcat`).", examples=["cat"])
+    label: str = Field(description="The token decoded as text (a leading space shown as `␣`).", examples=["cat"])
+    probability: float = Field(description="softmax of the model's logits at this position, 6 decimals.",
+                               examples=[0.4123])  # fmt: skip
+
+
+class Prediction(BaseModel):
+    """The model's top candidates at one position."""
+
+    position: int = Field(description="Token position (index into `tokens`).", examples=[3])
+    kind: Literal["mask", "next"] = Field(
+        description="`mask`: replacements for the mask token at `position` (masked-LM models); `next`: the token "
+        "after `position` (decoders), so position T−1 predicts what would follow the text.",
+        examples=["mask"],
+    )
+    candidates: list[Candidate] = Field(description="The top k, most probable first.")
 
 
 class CompactTensor(BaseModel):
@@ -164,6 +188,21 @@ class AttentionResponse(BaseModel):
     cross_attention_compact: CompactTensor | None = Field(
         None, description="`cross_attention` quantised, with `encoding=compact`: shape [layers, heads, target, source]."
     )
+    predictions: list[Prediction] | None = Field(
+        None,
+        description="With `predictions` in the request: one entry per mask token (masked-LM models) or per "
+        "position (decoders); absent otherwise.",
+    )
+    generated: list[bool] | None = Field(
+        None,
+        description="With `generate`: true for each token the model generated (they follow the prompt's tokens); "
+        "absent otherwise.",
+    )
+    generated_text: str | None = Field(
+        None,
+        description="With `generate`: the generated continuation as text. Offsets of generated tokens index into "
+        "`text + generated_text`.",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -205,6 +244,9 @@ class ModelInfo(BaseModel):
     decoder_heads: int | None = Field(
         None,
         description="Encoder–decoder models: the decoder's heads per layer (self- and cross-attention); else null.",
+    )
+    mask_token: str | None = Field(
+        None, description="The tokenizer's mask token (`[MASK]`, `<mask>`); null when it has none.", examples=["[MASK]"]
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import APIError
 
@@ -67,6 +67,57 @@ Layers = Annotated[
 Heads = Annotated[
     IndexList | None,
     Field(description="Head indices to return (0-based), at least one; all when null.", examples=[None]),
+]
+
+
+#: Most candidates per position ``predictions.top_k`` may ask for.
+TOP_K_MAX = 20
+#: Schema bound of ``generate.max_new_tokens``; the server's own bound is ``HEADMAP_GENERATE_MAX_NEW_TOKENS``.
+NEW_TOKENS_MAX = 4096
+
+
+class PredictionOptions(BaseModel):
+    """Ask for the model's own predictions (models with a masked-LM or causal-LM head: `can_predict`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    top_k: JsonInt = Field(5, ge=1, le=TOP_K_MAX, description="Candidates per position, most probable first.")
+
+
+class GenerateOptions(BaseModel):
+    """Greedy generation before the attention is computed (decoders with a causal-LM head)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_new_tokens: JsonInt = Field(
+        ge=1,
+        le=NEW_TOKENS_MAX,
+        description="Tokens to generate (greedy, stops early at the end-of-text token). At most the server's "
+        "`HEADMAP_GENERATE_MAX_NEW_TOKENS` (default 256; 422 `too_many_new_tokens` above it), and prompt + new "
+        "tokens at most the model's `max_tokens` (413 `too_many_tokens`).",
+        examples=[20],
+    )
+
+
+Predictions = Annotated[
+    PredictionOptions | None,
+    Field(
+        description='`{"top_k": k}` adds `predictions`: for a masked-LM model the top k replacements of every '
+        "mask token in the text, for a decoder the top k next tokens after every position, each with its "
+        "probability (softmax of the model's logits). Only for models with `can_predict` (422 "
+        "`predictions_unsupported` otherwise). Null or omitted: no predictions.",
+        examples=[None],
+    ),
+]
+Generate = Annotated[
+    GenerateOptions | None,
+    Field(
+        description='`{"max_new_tokens": n}` continues the text greedily on a decoder with a causal-LM head, '
+        "then returns the attention of prompt + generated tokens, computed by one forward pass over the whole "
+        "sequence; `generated` marks the new tokens. 422 `generate_unsupported` for other models and with "
+        "`text_pair`.",
+        examples=[None],
+    ),
 ]
 
 

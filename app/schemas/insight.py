@@ -49,6 +49,8 @@ class InsightRequest(AttentionRequest):
         description="Not taken here: on an encoder–decoder model these figures describe the encoder's "
         "self-attention over the source; `POST /api/attention` takes a `target`.",
     )
+    predictions: None = Field(None, description="Only in `/api/attention`; always null here.")
+    generate: None = Field(None, description="Only in `/api/attention`; always null here.")
 
 
 class TokenInfo(BaseModel):
@@ -85,6 +87,7 @@ class HeadStatistics(BaseModel):
     to_self: Matrix = Field(description=STATISTIC["to_self"].text(), examples=[[[0.1, 0.02]]])
     to_previous: Matrix | None = Field(description=STATISTIC["to_previous"].text(), examples=[[[0.7, 0.05]]])
     to_next: Matrix | None = Field(description=STATISTIC["to_next"].text(), examples=[[[0.05, 0.02]]])
+    to_first: Matrix = Field(description=STATISTIC["to_first"].text(), examples=[[[0.62, 0.08]]])
 
 
 class StatsRequest(InsightRequest):

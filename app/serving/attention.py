@@ -13,10 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import APIError
 from ..models import tokentext
 from ..models.capture import Captured
-from ..models.engine import Attention, Encoded, Engine, Output, Seq2SeqAttention, TooLong
+from ..models.engine import Attention, Encoded, Engine, Output, Seq2SeqAttention, TooLong, self_attention
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
-from . import memory
+from . import memory, predict
 from .encoding import CompactWeights, LayerStream, Weights, dumps, round_for_json, stream
 from .memory import Hold
 from .scheduler import Scheduler
@@ -37,6 +37,8 @@ class AttentionResult:
     cross: Attention | None = None
     decoder_layers: list[int] = field(default_factory=list)
     decoder_heads: list[int] = field(default_factory=list)
+    #: Fields only some requests ask for: ``predictions``, ``generated``, ``generated_text``.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def result_of(engine: Engine, enc: Encoded, layers: list[int], heads: list[int], out: Output) -> AttentionResult:
@@ -124,6 +126,7 @@ def prepare(registry: ModelRegistry, req: AttentionRequest) -> tuple[Engine, lis
         _indices(req.layers, engine.decoder_layers, "layer")
     if engine.decoder_heads is not None and req.heads is not None:
         _indices(req.heads, engine.decoder_heads, "head")
+    predict.check(engine, req, registry.settings)
     return engine, layers, heads
 
 
@@ -249,16 +252,36 @@ async def compute(
     if max_response_mb is not None:
         check_response_size(engine, len(enc), layers, heads, req.encoding, max_response_mb)
     nbytes = peak_bytes(engine, len(enc), layers, heads, req.encoding) if hold is not None else 0
-    attn = await scheduler.run(engine, enc, nbytes, hold)  # (L, H, T, T), captured, or encoder-decoder
-    return result_of(engine, enc, layers, heads, attn)
+    if req.generate is None and req.predictions is None:
+        attn = await scheduler.run(engine, enc, nbytes, hold)  # (L, H, T, T), captured, or encoder-decoder
+        return result_of(engine, enc, layers, heads, attn)
+    # Generation grows the input after this estimate: the setting's bound on new tokens keeps that small.
+    return await scheduler.call(lambda: _predict_and_run(registry, engine, enc, req, layers, heads), nbytes, hold)
 
 
 def compute_sync(registry: ModelRegistry, req: AttentionRequest) -> AttentionResult:
     """The same as ``compute`` for callers without an event loop (CLI, reports)."""
     engine, layers, heads = prepare(registry, req)
     enc = encode(engine, req)
+    if req.generate is not None or req.predictions is not None:
+        return _predict_and_run(registry, engine, enc, req, layers, heads)
     attn = engine.run([enc])[0]  # (L, H, T, T) or captured
     return result_of(engine, enc, layers, heads, attn)
+
+
+def _predict_and_run(registry: ModelRegistry, engine: Engine, enc: Encoded, req: AttentionRequest,
+                     layers: list[int], heads: list[int]) -> AttentionResult:  # fmt: skip
+    """Generate (if asked), then one forward pass over the whole sequence: attention, and predictions if asked."""
+    predict.check_length(engine, enc, req, registry.settings)
+    extra: dict[str, Any] = {}
+    if req.generate is not None:
+        enc, generated, generated_text = predict.generate(engine, enc, req.text, req.generate.max_new_tokens)
+        extra |= {"generated": generated, "generated_text": generated_text}
+    if req.predictions is None:
+        return AttentionResult(engine, enc, layers, heads, self_attention(engine.run([enc])[0]), extra=extra)
+    attn, logits = engine.run_lm(enc)  # type: ignore[attr-defined]  # check() made sure it has an LM head
+    extra["predictions"] = predict.predictions(engine, enc, logits, req.predictions.top_k)
+    return AttentionResult(engine, enc, layers, heads, attn, extra=extra)
 
 
 def token_text(enc: Encoded) -> dict[str, Any]:
@@ -275,6 +298,7 @@ def payload(result: AttentionResult, encoding: str = "json") -> dict[str, Any]:
     out["attention_compact"] = CompactWeights(attn) if encoding == "compact" else None
     out["truncated"] = result.enc.truncated
     out.update(seq2seq_payload(result, encoding))
+    out.update(result.extra)  # predictions, generated, generated_text: only when asked for
     return out
 
 
@@ -375,4 +399,5 @@ def render_stream(result: AttentionResult, encoding: str = "json") -> tuple[int,
     out["attention_compact"] = weights if encoding == "compact" else None
     out["truncated"] = result.enc.truncated
     out.update(seq2seq_payload(result, encoding))  # decoder and cross weights written whole (a decoder's size)
+    out.update(result.extra)
     return stream(out)

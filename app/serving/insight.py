@@ -107,16 +107,23 @@ def aggregate_payload(result: AttentionResult, methods: Sequence[str]) -> dict[s
 # -- compare ---------------------------------------------------------------------------------------
 
 
-def alignment(a: Encoded, b: Encoded, same_model: bool) -> tuple[bool, str | None, list[int]]:
+def alignment(
+    a: Encoded, b: Encoded, same_model: bool, mask_id: int | None = None
+) -> tuple[bool, str | None, list[int]]:
     """Whether position i means the same slot in ``a`` and ``b``: ``(aligned, reason, mismatched_positions)``.
 
     Aligned needs equal length, special tokens and segments at the same positions, and, across two
     models, identical token strings (two vocabularies' ids mean nothing to each other). On one
-    model, differing words at aligned positions are allowed and listed (minimal pairs).
+    model, differing words at aligned positions are allowed and listed (minimal pairs); a mask token
+    (``mask_id``, typed in the text) stands in for a word there, so a masked token aligns with it.
     """
     if len(a) != len(b):
         return False, f"A has {len(a)} tokens and B has {len(b)}, so positions do not correspond.", []
-    if a.special != b.special or a.segments != b.segments:
+
+    def structural(enc: Encoded) -> list[bool]:
+        return [sp and i != mask_id for sp, i in zip(enc.special, enc.input_ids, strict=True)]
+
+    if structural(a) != structural(b) or a.segments != b.segments:
         return False, "A and B have their special tokens or segments at different positions.", []
     mismatched = [i for i, (x, y) in enumerate(zip(a.tokens, b.tokens, strict=True)) if x != y]
     if mismatched and not same_model:
@@ -139,7 +146,9 @@ def compare_view(result: AttentionResult, view: str) -> torch.Tensor:
 
 def compare_payload(a: AttentionResult, b: AttentionResult, view: str) -> dict[str, Any]:
     """The ``CompareResponse`` dict; ``a`` and ``b`` were computed with the same layers and heads."""
-    aligned, reason, mismatched = alignment(a.enc, b.enc, a.engine.name == b.engine.name)
+    same = a.engine.name == b.engine.name
+    mask_id = getattr(a.engine.tokenizer, "mask_token_id", None) if same else None
+    aligned, reason, mismatched = alignment(a.enc, b.enc, same, mask_id)
     att_a, att_b = compare_view(a, view), compare_view(b, view)  # each (l, h or 1, T_side, T_side)
     return {
         "layers": a.layers,

@@ -57,11 +57,15 @@ export async function getModels(signal) {
  * POST /api/attention with the compact encoding.
  * @returns {Promise<{data: object, serverMs: number|null, bytes: number}>}
  */
-export async function getAttention({ text, pair, model, truncate, measure, target }, signal) {
+export async function getAttention({ text, pair, model, truncate, measure, target, predictions, generate, layers, heads }, signal) {
   const body = { text, model, encoding: "compact", truncate: Boolean(truncate) };
   if (measure) body.measure = measure; // "norms": per-head vector norms instead of weights
   if (pair) body.text_pair = pair;
   if (target && !measure) body.target = target; // encoder–decoder models: the teacher-forced target
+  if (predictions) body.predictions = predictions; // {top_k}: the model's own predictions (predictions.js)
+  if (generate) body.generate = generate; // {max_new_tokens}: greedy generation on decoders
+  if (layers) body.layers = layers;
+  if (heads) body.heads = heads;
   const response = await request("/api/attention", {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "application/json" },

@@ -6,6 +6,7 @@ import { SCALES } from "./colors.js";
 import { MEASURES, setFormula } from "./definitions.js";
 import { $ } from "./dom.js";
 import { t } from "./i18n.js";
+import { modelLabel } from "./predictions.js";
 
 /** Share of unknown tokens above which the page says the model does not know the text's script. */
 export const UNKNOWN_NOTICE_SHARE = 0.1;
@@ -21,6 +22,8 @@ export class Controls {
     this.model = $("model");
     this.modelInfo = $("model-info");
     this.truncate = $("truncate");
+    this.generate = $("generate");
+    this.generateRow = $("generate-row");
     this.runButton = $("run");
     this.stale = $("stale");
     this.progress = $("progress");
@@ -65,6 +68,7 @@ export class Controls {
       truncate: this.truncate.checked,
       // Encoder–decoder models only (the box is shown for them): the teacher-forced target text.
       target: !this.targetBox.hidden && this.target.value.trim() ? this.target.value : "",
+      generate: this.generateRow.hidden ? 0 : Math.max(0, Math.floor(Number(this.generate.value) || 0)),
     };
   }
 
@@ -104,7 +108,7 @@ export class Controls {
 
   setModels(list, preferred) {
     this.models = list.models;
-    this.model.replaceChildren(...list.models.map((m) => new Option(`${m.name} (${m.kind}, ${m.num_layers}×${m.num_heads})`, m.name)));
+    this.model.replaceChildren(...list.models.map((m) => new Option(modelLabel(m), m.name)));
     const pick = list.models.find((m) => m.name === preferred) || list.models.find((m) => m.name === list.default) || list.models[0];
     if (pick) this.model.value = pick.name;
     this.model.disabled = list.models.length === 0;
@@ -120,6 +124,7 @@ export class Controls {
     this.modelInfo.textContent = info ? t("form.model_info", { description: info.description, max_tokens: info.max_tokens }) : "";
     this.pairBox.hidden = Boolean(info && !info.supports_pair);
     this.targetBox.hidden = info?.kind !== "encoder-decoder";
+    this.generateRow.hidden = !(info?.can_predict && info.kind === "decoder"); // generation: decoders with an LM head
   }
 
   /** The encoder–decoder tab is offered while the response shown is an encoder–decoder's. */

@@ -15,6 +15,7 @@ import { axisBase, FONT, labelPx, shortLabel as short, TEXT_COLOR, TITLE_COLOR }
 import { t } from "./i18n.js";
 import { escapePlotly } from "./tokens.js";
 import { LongHead } from "./longhead.js";
+import { causalShape } from "./predictions.js";
 
 const MARGIN = { l: 118, r: 24, t: 56, b: 118 }; // l and b are recomputed from the labels
 const COLORBAR_PX = 80;
@@ -27,6 +28,7 @@ export function tickText(group) {
   const text = escapePlotly(short(group.label));
   if (group.unknown) return `<span style="color:${COLOR_UNKNOWN}">${text}</span>`;
   if (group.special) return `<span style="color:${COLOR_SPECIAL}">${text}</span>`;
+  if (group.generated) return `<i>${text}</i>`; // written by the model (generate)
   return text;
 }
 
@@ -191,6 +193,8 @@ export class HeadView {
       { type: "line", xref: "x", yref: "paper", x0: b - 0.5, x1: b - 0.5, y0: 0, y1: 1, line: { color: "#ef4444", width: 1.5 } },
       { type: "line", yref: "y", xref: "paper", y0: b - 0.5, y1: b - 0.5, x0: 0, x1: 1, line: { color: "#ef4444", width: 1.5 } },
     ]);
+    const causal = this.run?.kind === "decoder" ? causalShape(n) : null; // keys after the query: masked
+    if (causal) shapes.push(causal);
     const trace = {
       type: "heatmap",
       z, // x and y default to 0..n-1; explicit arrays make Plotly 30% slower at 500 tokens
@@ -255,6 +259,7 @@ export class HeadView {
       // The tokenizer's own strings, when they read differently from the labels (Ġ, ##, bytes).
       if (q.raw !== q.label || k.raw !== k.label) lines.push(`${q.raw} → ${k.raw}`);
       lines.push(t("heatmap.hover_pos", { query: p.y, key: p.x }));
+      if (this.run?.kind === "decoder" && p.x > p.y) lines.push(t("heatmap.causal"));
       this.tooltip.show(
         lines,
         ev.event.clientX,
@@ -310,7 +315,7 @@ export class HeadView {
     const label = (i, axis) => {
       const g = groups[i];
       const span = document.createElement("span");
-      span.className = `${axis}tick${g.unknown ? " unk" : g.special ? " special" : ""}`;
+      span.className = `${axis}tick${g.unknown ? " unk" : g.special ? " special" : ""}${g.generated ? " gen" : ""}`;
       span.dataset.pos = String(i);
       span.textContent = short(g.label);
       return span;

@@ -21,7 +21,8 @@ export const SEARCH_SPAN = 64;
 
 /** True when `req` ({text, pair}) should ask for a run first. */
 export function runsFirst(req) {
-  if (req.target) return false; // an encoder–decoder's three views need the whole response (runs keep no target)
+  // An encoder–decoder's three views and generated tokens need the whole response (runs keep neither).
+  if (req.target || req.generate) return false;
   return Array.from(req.text ?? "").length + Array.from(req.pair ?? "").length > LONG_CHARS;
 }
 

@@ -18,6 +18,8 @@ import { maybe, t } from "./i18n.js";
 import { LongRun } from "./longrun.js";
 import { clampView, LONG_TOKENS, runsFirst } from "./longview.js";
 import { ServerMeasures } from "./measures.js";
+import { Perturbation } from "./perturb.js";
+import { bindLabelTooltips, extraRequest, TokenStrip } from "./predictions.js";
 import { StatsView } from "./stats.js";
 import { Store } from "./store.js";
 import { tensorFromResponse } from "./tensor.js";
@@ -65,7 +67,7 @@ const views = new Views({
   model: new ModelGrid($("grid"), tooltip, openHead),
   stats: new StatsView(tooltip, openHead, (stat) => store.setState({ stat })),
   heads: new HeadTypesView(tooltip, openHead),
-  compare: new CompareView(tooltip, (cmp) => store.setState({ cmp })),
+  compare: new CompareView(tooltip, (cmp) => store.setState({ cmp, edit: null })),
   explain: new ExplainView(tooltip, (model) => {
     controls.setInputs({ model });
     runText();
@@ -73,6 +75,10 @@ const views = new Views({
   seq2seq: new Seq2SeqView(tooltip),
 });
 const toolbar = new Toolbar(store, views, () => run);
+// Predictions (hover a token) and perturbation (click one): predictions.js, perturb.js.
+const strip = new TokenStrip($("token-strip"), tooltip, (pos) => perturbation.pick(pos));
+const perturbation = new Perturbation({ store, strip, getRun: () => run, modelInfo: (name) => controls.modelInfoFor(name) });
+bindLabelTooltips(headView.labels, tooltip, () => run?.resp, () => headView.view?.groups);
 
 function setPageState(value) {
   root.dataset.state = value; // "loading" | "busy" | "ready" | "error": for tests and styling
@@ -92,6 +98,7 @@ async function render(signal) {
   const t0 = performance.now();
   await views.show(run, state, signal);
   if (signal.aborted) return; // a newer render follows
+  await perturbation.show(run, state);
   const ms = performance.now() - t0;
   root.dataset.renderMs = String(Math.round(ms));
   root.dataset.renders = String(++renders);
@@ -181,7 +188,7 @@ async function fetchRun(req, signal) {
 }
 
 function sameRequest(a, b) {
-  return a && b && a.text === b.text && a.pair === b.pair && a.model === b.model && a.truncate === b.truncate && a.target === b.target;
+  return a && b && a.text === b.text && a.pair === b.pair && a.model === b.model && a.truncate === b.truncate && a.target === b.target && a.generate === b.generate;
 }
 
 /** Run the form's text on the form's model and show the response. */
@@ -195,7 +202,17 @@ async function runText() {
   setPageState("busy");
   const t0 = performance.now();
   try {
-    const { long, attention } = await fetchRun(req, ctrl.signal);
+    const extra = extraRequest(controls.modelInfoFor(req.model), req.generate);
+    let got;
+    try {
+      got = await fetchRun({ ...req, ...extra }, ctrl.signal);
+    } catch (err) {
+      // Predictions have a length bound of their own (tokens × vocabulary): past it, show the attention without them.
+      if (!(err instanceof ApiError && err.code === "too_many_tokens_for_predictions")) throw err;
+      delete extra.predictions;
+      got = await fetchRun({ ...req, ...extra }, ctrl.signal);
+    }
+    const { long, attention } = got;
     if (ctrl.signal.aborted) {
       long?.dispose();
       return;
@@ -219,6 +236,7 @@ async function runText() {
       models: controls.models,
       groupsKey: null,
     };
+    strip.show(resp);
     controls.setShape(tensor.layers, tensor.heads);
     controls.setInputs({ model: resp.model });
     const seq2seq = Array.isArray(resp.target_tokens);
@@ -296,7 +314,7 @@ function bindEvents() {
     controls.syncModelInfo();
     controls.setStale(Boolean(run) && !sameRequest(controls.request(), run.request));
   };
-  for (const el of [controls.text, controls.pair, controls.target, controls.model, controls.truncate, controls.pairBox]) {
+  for (const el of [controls.text, controls.pair, controls.target, controls.model, controls.truncate, controls.pairBox, controls.generate]) {
     el.addEventListener(el === controls.pairBox ? "toggle" : "input", markStale);
   }
   controls.model.addEventListener("change", markStale);

@@ -78,9 +78,10 @@ export function groupTokens(resp, { hideSpecial, mergeWords }) {
       prev.label += pieceText(resp, i, wordPiece, unknown);
       prev.raw += ` ${resp.tokens[i]}`;
       prev.unknown ||= unknown;
+      prev.generated ||= Boolean(resp.generated?.[i]);
     } else {
       const label = tokenLabel(shownText(resp, i), unknown);
-      groups.push({ members: [i], label, raw: resp.tokens[i], special, unknown, segment });
+      groups.push({ members: [i], label, raw: resp.tokens[i], special, unknown, segment, generated: Boolean(resp.generated?.[i]) });
     }
     last = i;
   }

@@ -2,6 +2,7 @@
 // Example: #text=The+cat+sat&model=minilm&view=head&agg=mean&layer=2&head=5&hide=1&merge=1&scale=viridis&range=one&stat=distance
 // A comparison adds its inputs: &a=The+cat+sat&am=minilm&b=The+dog+sat&bm=minilm
 // A long input's zoom (longview.js) adds the query and key token ranges shown: &q=1024-1280&k=960-1216
+// A perturbation (perturb.js) adds its edit of token 2: &edit=mask:2, &edit=delete:2, &edit=replace:2:dog
 //
 // Pure (no DOM): the statistics a link may name are given, so unit tests need no page.
 
@@ -11,6 +12,14 @@ import { formatSpan, parseSpan } from "./longview.js";
 export const VIEWS = ["head", "model", "stats", "heads", "compare", "explain", "seq2seq"];
 export const AGGS = ["head", "mean", "max", "rollout", "norms", "flow", "alti", "alti_rollout"];
 const RANGES = ["max", "one"];
+const EDITS = ["mask", "replace", "delete"];
+
+/** "replace:2:dog" -> {op, pos, word}; null if malformed. */
+export function parseEdit(value) {
+  const m = /^(\w+):(\d{1,5})(?::(.*))?$/su.exec(value ?? "");
+  if (!m || !EDITS.includes(m[1])) return null;
+  return { op: m[1], pos: Number(m[2]), word: m[1] === "replace" ? (m[3] ?? "") : "" };
+}
 
 function int(value, fallback) {
   const n = Number.parseInt(value ?? "", 10);
@@ -45,6 +54,7 @@ export function urlCodec({ stats, defaultStat }) {
     stat: defaultStat,
     cmp: null, // {a, am, b, bm}: the compare tab's texts and models, once the user has compared
     zoom: null, // {q0, q1, k0, k1}: a long input's head view zoomed in (token ranges, half-open); null: all of it
+    edit: null, // {op, pos, word}: the perturbation that made B (perturb.js)
   });
 
   /** Parse a fragment (with or without '#') into a full, validated state. */
@@ -66,6 +76,7 @@ export function urlCodec({ stats, defaultStat }) {
       stat: pick("stat", stats),
       cmp: p.has("b") ? { a: p.get("a") ?? "", am: p.get("am") || null, b: p.get("b"), bm: p.get("bm") || null } : null,
       zoom: zoomOf(p.get("q"), p.get("k")),
+      edit: p.has("b") ? parseEdit(p.get("edit")) : null,
     };
   }
 
@@ -89,6 +100,7 @@ export function urlCodec({ stats, defaultStat }) {
       if (s.cmp.am) p.set("am", s.cmp.am);
       p.set("b", s.cmp.b);
       if (s.cmp.bm) p.set("bm", s.cmp.bm);
+      if (s.edit) p.set("edit", [s.edit.op, s.edit.pos, ...(s.edit.op === "replace" ? [s.edit.word] : [])].join(":"));
     }
     if (s.zoom) {
       p.set("q", formatSpan(s.zoom.q0, s.zoom.q1));

@@ -20,11 +20,12 @@ NAMES = {"README"}  # names that stay in every language
 
 # Every visible text of the page that is interface (not data): text nodes, the options of the
 # selects, placeholders, aria-labels and titles. Data is left out: the text box, the model list and
-# the model's description, token labels, Plotly's own figure (axis titles are checked separately), and
+# the model's description, token labels (axes, tokens strip), Plotly's own figure (axis titles are
+# checked separately), and
 # bibliographic citations (authors and paper titles stay in their language, marked <cite class="citation">).
 VISIBLE_UI_TEXT = """() => {
-  const skip = "#text, #pair, #model, #model-info, #cmp-a-model, #cmp-b-model, .tick-labels, .js-plotly-plot, "
-    + ".brand, .version, .lang-switch, cite.citation";
+  const skip = "#text, #pair, #model, #model-info, #cmp-a-model, #cmp-b-model, .tick-labels, #token-strip, "
+    + ".js-plotly-plot, .brand, .version, .lang-switch, cite.citation";
   const out = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {

@@ -24,6 +24,7 @@ test("a full link parses into the state it names", () => {
     stat: "distance",
     cmp: null,
     zoom: null,
+    edit: null,
   });
 });
 

@@ -78,6 +78,7 @@ async def models(registry: RegistryDep) -> ModelList:
                 supports_pair=e.supports_pair,
                 decoder_layers=e.decoder_layers,
                 decoder_heads=e.decoder_heads,
+                mask_token=getattr(e.tokenizer, "mask_token", None),
             )
             for e in registry.engines.values()
         ],

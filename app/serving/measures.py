@@ -102,7 +102,7 @@ async def attention_norms(registry: ModelRegistry, scheduler: Scheduler, req: At
 
 #: measure -> (setting, what it costs, what to use instead), for the 413 past each length bound.
 _BOUNDS = {
-    "flow": ("HEADMAP_FLOW_MAX_TOKENS", "layers × tokens² max-flow runs", "rollout"),
+    "flow": ("HEADMAP_FLOW_MAX_TOKENS", "a max-flow over layers² × tokens⁴ edges", "rollout"),
     "alti": ("HEADMAP_ALTI_MAX_TOKENS", "a vector per layer × tokens²", "norms or rollout"),
     "similarity": ("HEADMAP_SIMILARITY_MAX_TOKENS", "heads² × tokens² logarithms", "fewer heads or layers"),
 }

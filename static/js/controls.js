@@ -43,7 +43,7 @@ export class Controls {
     this.aggField = $("agg-field");
     this.aggHelp = $("agg-help");
     this.layerSlider = $("layer-slider");
-    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain") };
+    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain"), corpus: $("tab-corpus") };
     this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view") };
     this.view = "head";
     this.empty = $("empty");

@@ -44,7 +44,7 @@ export class Controls {
     this.aggHelp = $("agg-help");
     this.layerSlider = $("layer-slider");
     this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain"), corpus: $("tab-corpus") };
-    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view") };
+    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view"), corpus: $("corpus-view") };
     this.view = "head";
     this.empty = $("empty");
     this.exports = [$("export-png"), $("export-csv"), $("export-json"), $("share")];

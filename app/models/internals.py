@@ -117,11 +117,12 @@ def _llm_layers(engine: Engine) -> list[nn.Module] | None:
         layers = getattr(getattr(base, "model", None), "layers", None)
     if layers is None or len(layers) != engine.num_layers:
         return None
-    out = []
+    out: list[nn.Module] = []
     for layer in layers:
         att = getattr(layer, "self_attn", None)
         if not isinstance(_value_proj(att), nn.Linear) or not isinstance(getattr(att, "o_proj", None), nn.Linear):
             return None
+        assert isinstance(att, nn.Module)
         out.append(att)
     return out
 
@@ -184,7 +185,8 @@ def capture_values(engine: Engine, enc: Encoded) -> list[HeadValues]:
         values = projected[:, -nkv * d_head :]  # Phi-3's qkv_proj holds q, k, v in that order
         values = values.reshape(t, nkv, d_head).transpose(0, 1).float()  # (Hkv, T, d)
         values = values.repeat_interleave(nh // nkv, dim=0)  # (H, T, d): query head h reads value head h // group
-        w_o = att.o_proj.weight.detach().float()  # (D, H*d): y = v @ W^T
+        o_proj: Any = att.o_proj
+        w_o = o_proj.weight.detach().float()  # (D, H*d): y = v @ W^T
         out.append(HeadValues(values, weights[i].float(), w_o.T.reshape(nh, d_head, -1)))  # w_o (H, d, D)
     return out
 

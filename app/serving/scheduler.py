@@ -112,10 +112,10 @@ class Scheduler:
         background batch is short. Not counted against the queue bound and no time limit (a corpus job has
         its own bounds: one at a time, texts and bytes). Await it on the event loop (``background_gate``)."""
         while True:
-            while self.waiting or sum(self.incoming.values()):
+            while self.waiting or self.incoming.total():
                 await asyncio.sleep(_BACKGROUND_POLL_S)
             await self._running.acquire()
-            if not (self.waiting or sum(self.incoming.values())):
+            if not (self.waiting or self.incoming.total()):
                 break
             self._running.release()  # an interactive request arrived meanwhile: it gets the slot
             await asyncio.sleep(_BACKGROUND_POLL_S)

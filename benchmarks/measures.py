@@ -1,6 +1,6 @@
 """Server time of each measure beside minilm's bare forward pass, at a few input lengths.
 
-    python benchmarks/measures.py                       # 32, 128, 512 tokens; flow at 16 and 24
+    python benchmarks/measures.py                       # 32, 128, 512 tokens; flow at 16 and 32
     python benchmarks/measures.py --tokens 32 --repeat 1
 
 "Forward" is the engine's own forward pass (``output_attentions``) on one input; every other column is
@@ -55,7 +55,7 @@ def server_ms(client: TestClient, path: str, body: dict[str, Any]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", default="32,128,512", help="comma-separated input lengths")
-    parser.add_argument("--flow-tokens", default="16,24", help="lengths for attention flow (at most the bound)")
+    parser.add_argument("--flow-tokens", default="16,32", help="lengths for attention flow (at most the bound)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     lengths = [int(n) for n in args.tokens.split(",") if n]

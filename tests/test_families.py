@@ -196,3 +196,16 @@ def test_model_without_the_interface_falls_back_to_eager(
     (item,) = engine.run([engine.encode(TEXT)])
     assert isinstance(item, torch.Tensor)
     np.testing.assert_allclose(item.double().numpy(), expected, atol=EXACT, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_padded_batch_equals_eager(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
+    """The corpus path: one right-padded batch as a dense (L, B, H, T, T) tensor (one softmax per layer on the
+    capture path); each text's own block equals eager on the text alone, and padded keys get no weight."""
+    engine = engine_of(client, family)
+    long, short = eager(references, family, [TEXT, SHORT])
+    attn = engine.padded([engine.encode(TEXT), engine.encode(SHORT)])  # (L, 2, H, T, T)
+    n = short.shape[-1]
+    np.testing.assert_allclose(attn[:, 0].double().numpy(), long, atol=EXACT, rtol=0)
+    np.testing.assert_allclose(attn[:, 1, :, :n, :n].double().numpy(), short, atol=EXACT, rtol=0)
+    assert float(attn[:, 1, :, :n, n:].abs().max()) < EXACT

@@ -146,7 +146,7 @@ def test_flow_of_a_head_subset_on_short_input(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "words", "error", "bound"),
     [
-        ("/api/aggregate", {"methods": ["flow"]}, 23, "too_many_tokens_for_flow", 24),  # 25 tokens
+        ("/api/aggregate", {"methods": ["flow"]}, 31, "too_many_tokens_for_flow", 32),  # 33 tokens
         ("/api/aggregate", {"methods": ["mean", "alti_rollout"]}, 127, "too_many_tokens_for_alti", 128),
         ("/api/stats", {"similarity": True}, 127, "too_many_tokens_for_similarity", 128),
     ],

@@ -48,42 +48,89 @@ def rollout_matrices(attn: torch.Tensor) -> np.ndarray:
     return (a_hat / a_hat.sum(dim=-1, keepdim=True)).numpy()
 
 
+#: Edges per ``maximum_flow`` call in ``flow`` (bounds the graph's memory: ~100 bytes an edge in SciPy).
+_FLOW_CHUNK_EDGES = 1 << 21
+
+
 def flow(attn: torch.Tensor) -> torch.Tensor:
     """Attention flow (Abnar & Zuidema 2020) after every layer. attn: (L, H, T, T) of all layers -> (L, T, T).
 
-    Node ``l * T + i`` is token i after layer l (layer 0 = the input); the edge from node (l+1, i) down
-    to (l, j) has capacity Â_l[i, j]. ``flow[l, i, j]`` is the maximum flow from (l+1, i) to (0, j),
-    each row divided by its sum, as ``compute_flows`` in the authors' code. Cost: L·T² max-flow runs.
+    Node (l, i) is token i after layer l (layer 0 = the input); the edge from (l+1, i) down to (l, j) has
+    capacity Â_l[i, j]. ``flow[l, i, j]`` is the maximum flow from (l+1, i) to (0, j), each row divided by
+    its sum, as ``compute_flows`` in the authors' code.
+
+    After layer 0 the only path is the edge itself; after layer 1 the paths (2, i) → (1, k) → (0, j) share
+    no edge, so the flow is Σ_k min(Â_1[i, k], Â_0[k, j]). Deeper, the T² problems of one layer are solved
+    by one SciPy ``maximum_flow`` call on their disjoint union (``_union_flows``), not T² calls.
+    """
+    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
+        raise ValueError(f"attn must have shape (L, H, T, T), got {tuple(attn.shape)}")
+    layers = attn.shape[0]
+    a_hat = rollout_matrices(attn)  # (L, T, T) float64
+    caps = np.rint(a_hat * FLOW_SCALE).astype(np.int32)  # (L, T, T) integer capacities for SciPy
+    out = np.zeros(a_hat.shape, dtype=np.float64)  # (L, T, T)
+    out[0] = a_hat[0]
+    if layers > 1:
+        out[1] = np.minimum(a_hat[1][:, :, None], a_hat[0][None, :, :]).sum(axis=1)  # (T, T, T) summed over k
+    for layer in range(2, layers):
+        out[layer] = _union_flows(caps[: layer + 1]) / FLOW_SCALE
+    out /= np.maximum(out.sum(axis=-1, keepdims=True), 1e-30)
+    return torch.from_numpy(out).float()
+
+
+def _union_flows(caps: np.ndarray) -> np.ndarray:
+    """Max flow from every (l+1, i) to every (0, j), l = len(caps) - 1 >= 2. caps: (l+1, T, T) int -> (T, T).
+
+    Each (i, j) problem is a copy of the graph cut to what it can use: its source, the T nodes of layers
+    l .. 1, and its sink (the other tokens of layers l+1 and 0 carry no flow from i to j). A super source
+    feeds every copy's source and every copy's sink drains to a super sink, both with capacities no copy
+    can fill (a source emits at most Σ_k Â_l[i, k] ≈ 1). The copies share no node, so a maximum flow of the
+    union is a maximum flow of each copy, and copy (i, j)'s value is the flow on its super-source edge.
     """
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import maximum_flow
 
-    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
-        raise ValueError(f"attn must have shape (L, H, T, T), got {tuple(attn.shape)}")
-    layers, t = attn.shape[0], attn.shape[-1]
-    caps = np.rint(rollout_matrices(attn) * FLOW_SCALE).astype(np.int32)  # (L, T, T)
-    out = np.zeros((layers, t, t), dtype=np.float64)
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    src, dst = np.meshgrid(np.arange(t), np.arange(t), indexing="ij")  # (T, T) each
-    out[0] = caps[0]  # after layer 0 the only path from (1, i) to (0, j) is the edge itself
-    for layer in range(layers):
-        # Edges of layer `layer`: (layer+1, i) -> (layer, j). The graph holds layers 0..layer+1 only.
-        rows.append(((layer + 1) * t + src).ravel())
-        cols.append((layer * t + dst).ravel())
-        vals.append(caps[layer].ravel())
-        if layer == 0:
-            continue
-        n = (layer + 2) * t
-        graph = csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    depth = caps.shape[0] - 1  # l: middle layers l .. 1
+    t = caps.shape[-1]
+    per_copy = 2 + depth * t  # nodes: source 0, layer m token a at 1 + (l - m) * t + a, sink 1 + l * t
+    a_idx, b_idx = np.meshgrid(np.arange(t), np.arange(t), indexing="ij")  # (T, T) each
+    mid_rows, mid_cols, mid_caps = [], [], []  # the edges every copy shares: layers l .. 2 down to l-1 .. 1
+    for m in range(depth, 1, -1):
+        mid_rows.append(1 + (depth - m) * t + a_idx.ravel())
+        mid_cols.append(1 + (depth - m + 1) * t + b_idx.ravel())
+        mid_caps.append(caps[m - 1].ravel())
+    top = np.arange(t)  # source -> layer l, token k
+    bottom = 1 + (depth - 1) * t + np.arange(t)  # layer 1, token k -> sink
+    base_rows = np.concatenate([np.zeros(t, dtype=np.int64), *mid_rows, bottom])  # (E,)
+    base_cols = np.concatenate([1 + top, *mid_cols, np.full(t, per_copy - 1)])  # (E,)
+    shared = np.concatenate(mid_caps)  # ((l-1) T²,) depth >= 2: at least one middle layer
+    edges = len(base_rows) + 2
+    big = np.int32(2 * FLOW_SCALE)  # more than any copy's source can emit
+    pairs = [(i, j) for i in range(t) for j in range(t)]
+    out = np.zeros((t, t), dtype=np.float64)
+    chunk = max(1, _FLOW_CHUNK_EDGES // edges)
+    for start in range(0, len(pairs), chunk):
+        batch = np.array(pairs[start : start + chunk])  # (C, 2): (i, j) of each copy
+        c = len(batch)
+        offset = 2 + per_copy * np.arange(c)  # (C,) first node of each copy; node 0 super source, 1 super sink
+        middle = np.broadcast_to(shared, (c, len(shared)))  # (C, (l-1) T²)
+        caps_copy = np.concatenate([caps[depth][batch[:, 0]], middle, caps[0][:, batch[:, 1]].T], axis=1)
+        # (C, E): the source's row of Â_l, the shared middle, the sink's column of Â_0
+        rows = np.concatenate(
+            [np.zeros(c, dtype=np.int64), offset + per_copy - 1, (offset[:, None] + base_rows).ravel()]
+        )
+        cols = np.concatenate([offset, np.ones(c, dtype=np.int64), (offset[:, None] + base_cols).ravel()])
+        vals = np.concatenate([np.full(c, big), np.full(c, big), caps_copy.ravel()]).astype(np.int32)
+        n = 2 + per_copy * c
+        graph = csr_matrix((vals, (rows, cols)), shape=(n, n))
         graph.eliminate_zeros()  # a zero-capacity edge is no edge
-        for i in range(t):
-            source = (layer + 1) * t + i
-            for j in range(t):
-                out[layer, i, j] = maximum_flow(graph, source, j).flow_value
-    out /= np.maximum(out.sum(axis=-1, keepdims=True), 1)
-    return torch.from_numpy(out).float()
+        result = maximum_flow(graph, 0, 1)
+        f = result.flow  # edge flows; row 0 holds the super source's edge into each copy
+        lo, hi = f.indptr[0], f.indptr[1]
+        got = np.zeros(n, dtype=np.float64)
+        got[f.indices[lo:hi]] = f.data[lo:hi]
+        out[batch[:, 0], batch[:, 1]] = got[offset]
+    return out
 
 
 @dataclass

@@ -12,8 +12,10 @@ they finished, so one process, N processes and a Ray cluster give the same numbe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,35 +142,27 @@ def _special_mask(engine: Engine, batch: list[Encoded], key: str) -> torch.Tenso
     return out
 
 
-def run_shard(engine: Engine, spec: ShardSpec, options: Options) -> ShardResult:
-    """Tokenize, batch by length, run and measure one shard. ``engine`` is used from this thread only."""
+#: Runs one batch's model work and returns its result: ``gate(fn)`` (e.g. a server's low-priority lane).
+Gate = Callable[[Callable[[], Any]], Any]
+
+
+def direct(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+def run_shard(engine: Engine, spec: ShardSpec, options: Options, gate: Gate = direct) -> ShardResult:
+    """Tokenize, batch by length, run and measure one shard. ``engine`` is used from this thread only.
+
+    ``gate`` runs each batch's forward pass and measures (the server passes its scheduler's background
+    lane, so interactive requests go first between batches)."""
     engine = limited(engine, options.max_tokens)
     encs = [encode(engine, item, options.max_tokens is not None, spec.source) for item in spec.texts]
     n, lh = len(encs), engine.num_layers * engine.num_heads
     values = {m.name: np.full((n, engine.num_layers, engine.num_heads), np.nan) for m in all_measures()}
     js_sum = np.zeros((lh, lh)) if options.similarity else None
     js_texts = 0
-    cap = options.similarity_texts
     for group in batches([len(e) for e in encs], options.batch_tokens):
-        batch = [encs[i] for i in group]
-        lengths = torch.tensor([len(e) for e in batch])  # (B,)
-        attn = padded_attention(engine, batch)  # (L, B, H, T, T)
-        w = masked_weights(attn, lengths)  # (L, B, H, T, T) float64, padding zeroed
-        del attn
-        finite = torch.isfinite(w.sum(dim=(0, 2, 3, 4)))  # (B,)
-        if not bool(finite.all()):
-            bad = spec.texts[group[int((~finite).nonzero()[0])]]
-            raise CorpusInputError(f"{spec.source}:{bad.line}: the model produced NaN or infinite weights")
-        view = Batch(w, lengths, _special_mask(engine, batch, "cls_token"), _special_mask(engine, batch, "sep_token"),
-                     [e.tokens for e in batch], [e.special for e in batch])  # fmt: skip
-        for name, per_text in measure_batch(view).items():  # each (B, L, H)
-            values[name][group] = per_text.numpy()
-        if js_sum is not None:
-            sel = [b for b, i in enumerate(group) if cap is None or spec.start + i < cap]  # first `cap` of the corpus
-            if sel:
-                js_sum += batch_js_distance(w[:, sel], lengths[sel]).sum(0).numpy()  # (LH, LH)
-                js_texts += len(sel)
-        del w, view
+        js_texts += int(gate(functools.partial(_run_batch, engine, spec, options, encs, group, values, js_sum)))
     return ShardResult(
         index=spec.index,
         start=spec.start,
@@ -179,6 +173,35 @@ def run_shard(engine: Engine, spec: ShardSpec, options: Options) -> ShardResult:
         js_sum=js_sum,
         js_texts=js_texts,
     )
+
+
+def _run_batch(
+    engine: Engine, spec: ShardSpec, options: Options, encs: list[Encoded], group: list[int],
+    values: dict[str, np.ndarray], js_sum: np.ndarray | None,
+) -> int:  # fmt: skip
+    """Run and measure the texts ``group`` of the shard into ``values`` and ``js_sum``; the JS texts added."""
+    cap = options.similarity_texts
+    js_texts = 0
+    batch = [encs[i] for i in group]
+    lengths = torch.tensor([len(e) for e in batch])  # (B,)
+    attn = padded_attention(engine, batch)  # (L, B, H, T, T)
+    w = masked_weights(attn, lengths)  # (L, B, H, T, T) float64, padding zeroed
+    del attn
+    finite = torch.isfinite(w.sum(dim=(0, 2, 3, 4)))  # (B,)
+    if not bool(finite.all()):
+        bad = spec.texts[group[int((~finite).nonzero()[0])]]
+        raise CorpusInputError(f"{spec.source}:{bad.line}: the model produced NaN or infinite weights")
+    view = Batch(w, lengths, _special_mask(engine, batch, "cls_token"), _special_mask(engine, batch, "sep_token"),
+                 [e.tokens for e in batch], [e.special for e in batch])  # fmt: skip
+    for name, per_text in measure_batch(view).items():  # each (B, L, H)
+        values[name][group] = per_text.numpy()
+    if js_sum is not None:
+        sel = [b for b, i in enumerate(group) if cap is None or spec.start + i < cap]  # first `cap` of the corpus
+        if sel:
+            js_sum += batch_js_distance(w[:, sel], lengths[sel]).sum(0).numpy()  # (LH, LH)
+            js_texts += len(sel)
+    del w, view
+    return js_texts
 
 
 # -- merging ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ..errors import APIError
 from ..models.engine import Engine
-from .compute import Options, limited, plan, run_shard
+from .compute import Gate, Options, direct, limited, plan, run_shard
 from .reader import CorpusInputError, Text
 from .run import accumulator, summarize, token_lengths
 
@@ -97,9 +97,12 @@ class JobManager:
         with self._lock:
             self.jobs.pop(job.id, None)
 
-    def start(self, job: Job, engine: Engine, texts: list[Text], options: Options, t_max: int) -> None:
+    def start(
+        self, job: Job, engine: Engine, texts: list[Text], options: Options, t_max: int, gate: Gate = direct
+    ) -> None:
+        """Run the job in its own thread; ``gate`` runs each batch's model work (the scheduler's background lane)."""
         threading.Thread(
-            target=execute, args=(job, engine, texts, options, t_max), name=f"corpus-{job.id[:8]}", daemon=True
+            target=execute, args=(job, engine, texts, options, t_max, gate), name=f"corpus-{job.id[:8]}", daemon=True
         ).start()
 
     def cancel_all(self) -> None:
@@ -115,7 +118,7 @@ def check(engine: Engine, texts: list[Text], options: Options) -> int:
         raise APIError(413, "too_many_tokens", str(exc).replace("texts:", "text ", 1)) from None
 
 
-def execute(job: Job, engine: Engine, texts: list[Text], options: Options, t_max: int) -> None:
+def execute(job: Job, engine: Engine, texts: list[Text], options: Options, t_max: int, gate: Gate = direct) -> None:
     """Run the job to the end (in its own thread), recording progress, the summary or the error.
 
     ``t_max``: the longest text's token count, from ``check``.
@@ -126,7 +129,7 @@ def execute(job: Job, engine: Engine, texts: list[Text], options: Options, t_max
             if job.cancel.is_set():
                 job.status = "cancelled"
                 return
-            acc.add(run_shard(engine, spec, options))  # shard order, as in the CLI's merge
+            acc.add(run_shard(engine, spec, options, gate))  # shard order, as in the CLI's merge
             job.done += len(spec.texts)
         meta = {"input": {"path": "api", "format": None, "field": "text", "column": None, "limit": None},
                 "options": options.__dict__, "shards": len(acc.merged), "table": None,

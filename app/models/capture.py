@@ -248,6 +248,28 @@ class Recorder:
     calls: list[_Raw] = field(default_factory=list)
     masks: dict[int, _MaskMade] = field(default_factory=dict)  # id(mask tensor) -> how it was made
 
+    def dense(self, index: int) -> torch.Tensor:
+        """Weights of attention call ``index`` for the whole batch as it ran, padding included: [B, Hq, Tq, Tk].
+
+        One batched matmul and softmax with the mask tensor the layer was given (what ``split(...)`` per
+        item at the padded length gives, without a Python loop over items)."""
+        raw = self.calls[index]
+        group = raw.q.shape[1] // raw.k.shape[1]
+        k = raw.k.float()
+        if group > 1:
+            k = k.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d] each query head's key/value head
+        s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3))  # [B, Hq, Tq, Tk]
+        if raw.softcap is not None:
+            s = s.div_(raw.softcap).tanh_().mul_(raw.softcap)
+        if raw.bias is not None:
+            s = s.add_(raw.bias)
+        if raw.mask is not None:
+            s = s.masked_fill_(~raw.mask, -math.inf) if raw.mask.dtype == torch.bool else s.add_(raw.mask.float())
+        elif raw.causal:
+            tq, tk = s.shape[-2], s.shape[-1]
+            s = s.masked_fill_(~torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq), -math.inf)
+        return torch.softmax(s, dim=-1)  # [B, Hq, Tq, Tk]
+
     def split(self, lengths: list[int]) -> list[Captured]:
         """Per item (right-padded to the batch's longest), the capture cut to its own ``lengths[i]`` tokens."""
         return split_calls(self.calls, self.masks, lengths, lengths)

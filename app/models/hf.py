@@ -214,10 +214,8 @@ class HFEngine(Engine):
         if self.capture:  # the SDPA path returns no weights: computed from the captured q and k, padding included
             with capture.recording() as rec:
                 model(**kwargs)
-            b, t = ids.shape
-            every_layer, every_head = list(range(self.num_layers)), list(range(self.num_heads))
-            items = rec.split([t] * b)  # B x Captured over all T positions
-            return torch.stack([item.select(every_layer, every_head) for item in items], dim=1)  # (L, B, H, T, T)
+            # (L, B, H, T, T): one batched softmax per layer with the layer's own mask, padding included
+            return torch.stack([rec.dense(i) for i in range(len(rec.calls))])
         layers: list[torch.Tensor | None] = list(model(**kwargs, output_attentions=True).attentions)
         # Stack layer by layer, letting go of each source as it is copied: torch.stack would hold the
         # model's L tensors and the stacked copy at once (150 MB instead of 88 MB at 512 tokens).

@@ -34,29 +34,39 @@ INTERNAL_MEASURES = ("norms", "alti", "alti_rollout")
 
 def require_internals(engine: Engine, measure: str) -> None:
     """422 ``measure_unsupported`` unless ``engine``'s internals can be read for ``measure``."""
-    if not internals.supports(engine):
+    if not internals.supports(engine, measure):
+        needs = "value vectors and output projection" if measure == "norms" else "value vectors and LayerNorm"
         raise APIError(
             422,
             "measure_unsupported",
-            f"Model {engine.name!r} (kind {engine.kind}) cannot provide `{measure}`: it needs the value "
-            f"vectors and LayerNorm of {internals.SUPPORTED}. Use `weights` (or the aggregates mean, max, "
-            "rollout, flow) for this model.",
+            f"Model {engine.name!r} (kind {engine.kind}) cannot provide `{measure}`: it needs the {needs} of "
+            f"{internals.supported_for(measure)}. Use `weights` (or the aggregates mean, max, rollout, flow) "
+            "for this model.",
         )
 
 
+def _non_finite() -> APIError:
+    return APIError(422, "non_finite_attention", "The model produced NaN or infinite values for this input.")
+
+
 def _capture(engine: Engine, enc: Encoded) -> list[internals.LayerInternals]:
-    require_internals(engine, "norms")
+    require_internals(engine, "alti")
     layers = internals.capture(engine, enc)
     if not all(math.isfinite(float(layer.output.sum())) for layer in layers):
-        raise APIError(422, "non_finite_attention", "The model produced NaN or infinite values for this input.")
+        raise _non_finite()
     return layers
 
 
 def norms(engine: Engine, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-head norms (L, H, T, T) and per-layer norms (L, T, T) of ``enc`` (Kobayashi et al. 2020)."""
-    layers = _capture(engine, enc)
+    """Per-head norms (L, H, T, T) and per-layer norms (L, T, T) of ``enc`` (Kobayashi et al. 2020).
+
+    BERT-style encoders and the LLM families (grouped-query attention: each query head's value head)."""
+    require_internals(engine, "norms")
+    layers = internals.capture_values(engine, enc)
     attn = torch.stack([layer.attn for layer in layers])  # (L, H, T, T)
     fx = torch.stack([layer.fx for layer in layers])  # (L, H, T, D)
+    if not (math.isfinite(float(attn.sum())) and math.isfinite(float(fx.sum()))):
+        raise _non_finite()
     return math_.head_norms(attn, fx), math_.layer_norms(attn, fx)
 
 
@@ -113,7 +123,7 @@ def alti_bytes(engine: Engine, num_tokens: int) -> int:
 
 #: measure -> (setting, what it costs, what to use instead), for the 413 past each length bound.
 _BOUNDS = {
-    "flow": ("HEADMAP_FLOW_MAX_TOKENS", "layers × tokens² max-flow runs", "rollout"),
+    "flow": ("HEADMAP_FLOW_MAX_TOKENS", "a max-flow over layers² × tokens⁴ edges", "rollout"),
     "alti": ("HEADMAP_ALTI_MAX_TOKENS", "a vector per layer × tokens²", "norms or rollout"),
     "similarity": ("HEADMAP_SIMILARITY_MAX_TOKENS", "heads² × tokens² logarithms", "fewer heads or layers"),
 }

@@ -32,6 +32,9 @@ log = logging.getLogger("headmap")
 
 T = TypeVar("T")
 
+#: How often a background batch looks again whether interactive requests are still waiting (seconds).
+_BACKGROUND_POLL_S = 0.01
+
 
 @dataclass
 class _Job:
@@ -224,6 +227,36 @@ class Scheduler:
                 "fewer layers or heads, a shorter text, or use POST /api/runs for long inputs.",
             ) from None
         hold.add(nbytes)
+
+    async def background(self, fn: Callable[[], T]) -> T:
+        """Run blocking model work ``fn`` in the low-priority lane (corpus jobs, one batch at a time).
+
+        It takes one of the ``max_concurrency`` slots like any model work, but only while no interactive
+        request is admitted or on its way (``waiting``, ``incoming``): those go first, and a running
+        background batch is short. Not counted against the queue bound and no time limit (a corpus job has
+        its own bounds: one at a time, texts and bytes). Await it on the event loop (``background_gate``)."""
+        while True:
+            while self.waiting or self.incoming.total():
+                await asyncio.sleep(_BACKGROUND_POLL_S)
+            await self._running.acquire()
+            if not (self.waiting or self.incoming.total()):
+                break
+            self._running.release()  # an interactive request arrived meanwhile: it gets the slot
+            await asyncio.sleep(_BACKGROUND_POLL_S)
+        try:
+            return await run_in_threadpool(fn)
+        finally:
+            self._running.release()
+
+    def background_gate(self) -> Callable[[Callable[[], T]], T]:
+        """For a thread outside the event loop: ``gate(fn)`` runs ``fn`` through ``background`` and returns its
+        result (call on the event loop, e.g. in a route, to bind the loop)."""
+        loop = asyncio.get_running_loop()
+
+        def gate(fn: Callable[[], T]) -> T:
+            return asyncio.run_coroutine_threadsafe(self.background(fn), loop).result()
+
+        return gate
 
     def _admit(self) -> None:
         if self.waiting >= self.capacity:

@@ -48,8 +48,8 @@ export class Controls {
     this.aggField = $("agg-field");
     this.aggHelp = $("agg-help");
     this.layerSlider = $("layer-slider");
-    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain"), seq2seq: $("tab-seq2seq") };
-    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view"), seq2seq: $("seq2seq-view") };
+    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain"), seq2seq: $("tab-seq2seq"), corpus: $("tab-corpus") };
+    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view"), seq2seq: $("seq2seq-view"), corpus: $("corpus-view") };
     this.view = "head";
     this.empty = $("empty");
     this.exports = [$("export-png"), $("export-csv"), $("export-json"), $("share")];

@@ -7,6 +7,7 @@ import { Aggregates } from "./aggregate.js";
 import { ApiError, createRun, deleteRun, getAttention, getModels, getOverview, getTile, setRoot } from "./api.js";
 import { CompareView } from "./compare.js";
 import { Controls } from "./controls.js";
+import { CorpusView } from "./corpustab.js";
 import { DEFAULT_STAT, setFormula, STATS } from "./definitions.js";
 import { $ } from "./dom.js";
 import { ExplainView } from "./explain.js";
@@ -68,6 +69,7 @@ const views = new Views({
   stats: new StatsView(tooltip, openHead, (stat) => store.setState({ stat })),
   heads: new HeadTypesView(tooltip, openHead),
   compare: new CompareView(tooltip, (cmp) => store.setState({ cmp, edit: null })),
+  corpus: new CorpusView(root.dataset.root || ""),
   explain: new ExplainView(tooltip, (model) => {
     controls.setInputs({ model });
     runText();

@@ -57,7 +57,8 @@ async def _submit(
     except BaseException:
         manager.release(job)
         raise
-    manager.start(job, engine, texts, opts, t_max)
+    # each batch runs in the scheduler's low-priority lane: interactive requests go first
+    manager.start(job, engine, texts, opts, t_max, request.app.state.scheduler.background_gate())
     return _accepted(job)
 
 

@@ -4,20 +4,26 @@
 // already in memory.
 
 import { Aggregates } from "./aggregate.js";
+import { AltTable } from "./alttext.js";
 import { ApiError, getAttention, getModels, setRoot } from "./api.js";
 import { CompareView } from "./compare.js";
 import { Controls } from "./controls.js";
 import { DEFAULT_STAT, setFormula, STATS } from "./definitions.js";
+import { shownView } from "./derive.js";
 import { $ } from "./dom.js";
 import { ExplainView } from "./explain.js";
 import { ModelGrid } from "./grid.js";
 import { HeadTypesView } from "./headtypes.js";
 import { HeadView, perHead } from "./heatmap.js";
 import { maybe, t } from "./i18n.js";
+import { addImageExports } from "./imageexport.js";
+import { LineView } from "./lineview.js";
 import { ServerMeasures } from "./measures.js";
 import { StatsView } from "./stats.js";
 import { Store } from "./store.js";
 import { tensorFromResponse } from "./tensor.js";
+import { TextView } from "./textview.js";
+import { initTheme } from "./theme.js";
 import { Toolbar } from "./toolbar.js";
 import { Tooltip } from "./tooltip.js";
 import { urlCodec } from "./urlstate.js";
@@ -57,6 +63,8 @@ function openHead(layer, head) {
 const headView = new HeadView($("heatmap"), tooltip, { progress, store });
 const views = new Views({
   head: headView,
+  text: new TextView(tooltip), // issue 16: the reading views
+  lines: new LineView(tooltip),
   model: new ModelGrid($("grid"), tooltip, openHead),
   stats: new StatsView(tooltip, openHead, (stat) => store.setState({ stat })),
   heads: new HeadTypesView(tooltip, openHead),
@@ -66,7 +74,21 @@ const views = new Views({
     runText();
   }),
 });
+addImageExports(views.byName); // SVG (and 2x PNG) for the views drawn before issue 16
 const toolbar = new Toolbar(store, views, () => run);
+// Dark mode: the figures and canvases are redrawn in the new colours.
+initTheme($("theme-toggle"), () => requestRender());
+
+/** The head view's text alternative (top weights per token), filled while it is open. */
+const headAlt = new AltTable($("head-alt"));
+async function syncHeadAlt() {
+  const state = store.state;
+  if (!run || state.view !== "head" || !headAlt.details.open) return;
+  const view = await shownView(run, state);
+  const key = `${run.id}:${view.revision}:${state.agg}:${state.layer}:${state.head}`;
+  headAlt.set({ key, matrix: view.matrix, n: view.n, groups: view.groups, caption: t("alt.caption", { what: view.title }) });
+}
+headAlt.details.addEventListener("toggle", () => syncHeadAlt().catch(() => {}));
 
 function setPageState(value) {
   root.dataset.state = value; // "loading" | "busy" | "ready" | "error": for tests and styling
@@ -86,6 +108,7 @@ async function render(signal) {
   const t0 = performance.now();
   await views.show(run, state, signal);
   if (signal.aborted) return; // a newer render follows
+  await syncHeadAlt();
   const ms = performance.now() - t0;
   root.dataset.renderMs = String(Math.round(ms));
   root.dataset.renders = String(++renders);

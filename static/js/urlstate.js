@@ -6,7 +6,7 @@
 
 import { DEFAULT_SCALE, isScale } from "./colors.js";
 
-export const VIEWS = ["head", "model", "stats", "heads", "compare", "explain"];
+export const VIEWS = ["head", "text", "lines", "model", "stats", "heads", "compare", "explain"];
 export const AGGS = ["head", "mean", "max", "rollout", "norms", "flow", "alti", "alti_rollout"];
 const RANGES = ["max", "one"];
 

@@ -5,6 +5,7 @@
 // the page: the files are built in it and downloaded through a blob: or data: URL.
 
 import { download } from "./exporter.js";
+import { SVG_NS } from "./reading.js";
 
 const plotly = () => window.Plotly;
 
@@ -22,7 +23,7 @@ export function plotPng(gd, stem, size = {}) {
 export function canvasSvg(canvas, scale = 1) {
   const w = canvas.width / scale;
   const h = canvas.height / scale;
-  return `<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}"><image width="${w}" height="${h}" href="${canvas.toDataURL("image/png")}"/></svg>`;
+  return `<svg xmlns="${SVG_NS}" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}"><image width="${w}" height="${h}" href="${canvas.toDataURL("image/png")}"/></svg>`;
 }
 
 /** A canvas scaled by 2 (for the grid's composite, which is drawn at 1x). */

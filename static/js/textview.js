@@ -14,7 +14,7 @@ import { $ } from "./dom.js";
 import { download, downloadCanvas } from "./exporter.js";
 import { t } from "./i18n.js";
 import { FONT } from "./plotly-theme.js";
-import { chunks, layoutText, maxOf, separators, shade, weightsOf, xmlEscape } from "./reading.js";
+import { chunks, layoutText, maxOf, separators, shade, SVG_NS, weightsOf, xmlEscape } from "./reading.js";
 import { cssVar } from "./theme.js";
 
 export const CHUNK = 64; // tokens per chunk (about; see reading.chunks)
@@ -36,7 +36,7 @@ export class TextView {
     this.visible = new Set();
     this.shadeKey = "";
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { root: this.el, rootMargin: "200px 0px" });
-    for (const radio of document.querySelectorAll("input[name='tv-dir']")) {
+    for (const radio of document.querySelectorAll("input[name=tv-dir]")) {
       radio.addEventListener("change", () => {
         if (radio.checked) this.setDirection(radio.value);
       });
@@ -133,7 +133,7 @@ export class TextView {
 
   setDirection(direction) {
     this.direction = direction;
-    for (const radio of document.querySelectorAll("input[name='tv-dir']")) radio.checked = radio.value === direction;
+    for (const radio of document.querySelectorAll("input[name=tv-dir]")) radio.checked = radio.value === direction;
     this.applyShading();
   }
 
@@ -164,8 +164,9 @@ export class TextView {
     if (!this.view) return;
     const sel = this.selected();
     const key = `${this.matrixKey}:${this.direction}:${sel}`;
-    const changed = key !== this.shadeKey;
-    this.shadeKey = key;
+    const marks = `${key}:${this.pinned}:${this.preview}`;
+    const changed = marks !== this.marksKey;
+    this.marksKey = marks;
     const { w, zmax } = this.weights();
     const table = lut(this.state.scale);
     for (const chunk of this.visible) {
@@ -293,7 +294,7 @@ export class TextView {
     const bg = cssVar("--card", "#ffffff");
     const ink = cssVar("--ink", "#0f172a");
     const parts = [
-      `<svg xmlns="http://www.w3.org/2000/svg" width="${s.width}" height="${s.height}" viewBox="0 0 ${s.width} ${s.height}" font-family="system-ui, sans-serif" font-size="14">`,
+      `<svg xmlns="${SVG_NS}" width="${s.width}" height="${s.height}" viewBox="0 0 ${s.width} ${s.height}" font-family="system-ui, sans-serif" font-size="14">`,
       `<rect width="100%" height="100%" fill="${bg}"/>`,
       `<text x="16" y="24" fill="${ink}" font-weight="600">${xmlEscape(s.title)}</text>`,
     ];

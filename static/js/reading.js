@@ -39,14 +39,14 @@ export function contrast(a, b) {
 
 /**
  * The shading of weight `w` (0..zmax) through a 256-entry RGB lookup table (colors.lut): the
- * background, and the text colour (near-black or white) that contrasts more with it.
+ * background, and the text colour (black or white) that contrasts more with it.
  * @returns {{rgb: number[], bg: string, fg: string, level: number}}
  */
 export function shade(w, zmax, table) {
   const level = Math.max(0, Math.min(255, Math.round((w / zmax) * 255)));
   const rgb = [table[level * 3], table[level * 3 + 1], table[level * 3 + 2]];
-  const dark = [15, 23, 42];
-  const fg = contrast(rgb, dark) >= contrast(rgb, [255, 255, 255]) ? "#0f172a" : "#ffffff";
+  // Black or white, whichever contrasts more: the better one is at least 4.58:1 on any background.
+  const fg = contrast(rgb, [0, 0, 0]) >= contrast(rgb, [255, 255, 255]) ? "#000000" : "#ffffff";
   return { rgb, bg: `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`, fg, level };
 }
 

@@ -35,7 +35,7 @@ export class TextView {
     this.chunkEls = [];
     this.visible = new Set();
     this.shadeKey = "";
-    this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { root: this.el, rootMargin: "200px 0px" });
+    this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { root: this.el, rootMargin: "100px 0px" });
     for (const radio of document.querySelectorAll("input[name=tv-dir]")) {
       radio.addEventListener("change", () => {
         if (radio.checked) this.setDirection(radio.value);

@@ -131,6 +131,7 @@ def test_text_view_shades_the_api_weights_of_the_pinned_token(page, server):  # 
 
 def test_long_text_shades_only_what_is_in_view(page, server):  # type: ignore[no-untyped-def]
     text = " ".join(["Attention is all you need, said the paper in 2017."] * 50)
+    page.set_viewport_size({"width": 1440, "height": 600})  # the text box is 70% of that high
     page.goto(f"{server}/#view=text")
     wait_ready(page)
     page.check("#truncate")  # the model's 512 tokens

@@ -162,6 +162,8 @@ export class LineView {
     let widest = 20;
     this.short = this.groups.map((g) => shortLabel(g.label));
     for (const s of this.short) widest = Math.max(widest, ctx.measureText(s).width);
+    ctx.font = `600 12px ${FONT}`; // the column headings
+    for (const s of [t("lines.queries"), t("lines.keys")]) widest = Math.max(widest, ctx.measureText(s).width);
     const width = Math.max(480, Math.min(900, this.canvas.parentElement.clientWidth - 4));
     return lineGeometry(n, { width, labelPx: Math.ceil(widest), row: n > 64 ? 15 : 20 });
   }

@@ -205,12 +205,11 @@ def test_line_view_draws_one_line_per_weight_above_the_threshold(page, server): 
     ms = float(page.get_attribute("#lv-canvas", "data-draw-ms") or "nan")  # reported, not asserted
 
     # hovering a query token keeps only its lines; so does the keyboard
+    page.evaluate("document.getElementById('lv-canvas').scrollIntoView()")
     g = page.evaluate(
-        """(() => { const c = document.getElementById('lv-canvas'); const r = c.getBoundingClientRect();
+        """(() => { const r = document.getElementById('lv-canvas').getBoundingClientRect();
                     return {left: r.left, top: r.top}; })()"""
     )
-    page.evaluate("document.getElementById('lv-canvas').scrollIntoView()")
-    g = page.evaluate("(() => { const r = document.getElementById('lv-canvas').getBoundingClientRect(); return {left: r.left, top: r.top}; })()")
     page.mouse.move(g["left"] + 20, g["top"] + 28 + 3.5 * 15)  # row 3 of the query column
     wait_until(page, "document.getElementById('lv-canvas').dataset.focus === 'q3'")
     st = line_state(page)
@@ -226,6 +225,12 @@ def test_line_view_draws_one_line_per_weight_above_the_threshold(page, server): 
     page.keyboard.press("Escape")
     wait_until(page, "document.getElementById('lv-canvas').dataset.focus === ''")
     print(f"line view: {st['count']} lines at 128 tokens x 12 heads, drawn in {ms} ms")
+
+
+def figure_size(page, plot_id: str) -> list[int]:  # type: ignore[no-untyped-def]
+    return page.evaluate(
+        f"(() => {{ const f = document.getElementById('{plot_id}')._fullLayout; return [f.width, f.height]; }})()"
+    )
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -263,25 +268,26 @@ def test_every_view_exports_png_at_twice_its_size_and_svg(page, server):  # type
 
     page.click("#tab-head")
     wait_until(page, "document.getElementById('app').dataset.view === 'head'")
-    size = page.evaluate("(() => { const f = document.getElementById('heatmap')._fullLayout; return [f.width, f.height]; })()")
+    size = figure_size(page, "heatmap")
     assert png_size(download(page, "#export-png")) == (size[0] * 2, size[1] * 2)
     assert ET.fromstring(download(page, "#export-svg")).tag == f"{ns}svg"
 
     page.click("#tab-model")
     wait_until(page, "document.getElementById('app').dataset.view === 'model'")
     w, h = png_size(download(page, "#export-png"))
-    cells = 6 * 12
-    assert w == 2 * (36 + 12 * 84) and h == 2 * (36 + 6 * 84) and cells  # grid composite (pad 36, cell 80 + gap 4), doubled
+    # the grid composite (pad 36, cells of 80 with a gap of 4, 6 layers x 12 heads), doubled
+    assert (w, h) == (2 * (36 + 12 * 84), 2 * (36 + 6 * 84))
     assert ET.fromstring(download(page, "#export-svg")).tag == f"{ns}svg"
 
     page.click("#tab-stats")
     wait_until(page, "!!document.getElementById('stats-plot')._fullLayout")
-    size = page.evaluate("(() => { const f = document.getElementById('stats-plot')._fullLayout; return [f.width, f.height]; })()")
+    size = figure_size(page, "stats-plot")
     assert png_size(download(page, "#export-png")) == (size[0] * 2, size[1] * 2)
     assert ET.fromstring(download(page, "#export-svg")).tag == f"{ns}svg"
 
 
 # -- dark mode and contrast ---------------------------------------------------------------------------
+
 
 def luminance(rgb: list[int] | tuple[int, ...]) -> float:
     c = np.array(rgb[:3], dtype=float) / 255
@@ -298,7 +304,10 @@ def contrast(a: list[int], b: list[int]) -> float:
 # browser computed for it and the background behind it: the first opaque background-color up its
 # ancestors, with translucent ones composited over it.
 TEXT_COLOURS = """() => {
-  const rgba = (s) => { const m = s.match(/[\\d.]+/g); return m ? [+m[0], +m[1], +m[2], m.length > 3 ? +m[3] : 1] : [0, 0, 0, 0]; };
+  const rgba = (s) => {
+    const m = s.match(/[\\d.]+/g);
+    return m ? [+m[0], +m[1], +m[2], m.length > 3 ? +m[3] : 1] : [0, 0, 0, 0];
+  };
   const over = (top, under) => top.slice(0, 3).map((c, i) => c * top[3] + under[i] * (1 - top[3]));
   const background = (el) => {
     const layers = [];
@@ -308,7 +317,8 @@ TEXT_COLOURS = """() => {
       if (c[3] >= 1) break;
     }
     let bg = [255, 255, 255];
-    if (!layers.length || layers.at(-1)[3] < 1) bg = rgba(getComputedStyle(document.documentElement).backgroundColor).slice(0, 3);
+    const root = rgba(getComputedStyle(document.documentElement).backgroundColor);
+    if (!layers.length || layers.at(-1)[3] < 1) bg = root.slice(0, 3);
     for (const c of layers.reverse()) bg = over(c, bg);
     return bg;
   };
@@ -316,7 +326,8 @@ TEXT_COLOURS = """() => {
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const el = node.parentElement;
-    if (!node.textContent.trim() || !el || el.closest(".js-plotly-plot, script, style, :disabled, .inactive, option")) continue;
+    if (!node.textContent.trim() || !el) continue;
+    if (el.closest(".js-plotly-plot, script, style, :disabled, .inactive, option")) continue;
     if (!el.checkVisibility({ checkVisibilityCSS: true, opacityProperty: true })) continue;
     const bg = background(el);
     const fg = rgba(getComputedStyle(el).color);
@@ -329,13 +340,25 @@ TEXT_COLOURS = """() => {
 def low_contrast(page) -> list[tuple[str, str, float]]:  # type: ignore[no-untyped-def]
     items = page.evaluate(TEXT_COLOURS)
     assert len(items) > 30
-    return [(i["text"], str(i["cls"]), round(contrast(i["fg"], i["bg"]), 2)) for i in items if contrast(i["fg"], i["bg"]) < 4.5]
+    return [
+        (i["text"], str(i["cls"]), round(contrast(i["fg"], i["bg"]), 2))
+        for i in items
+        if contrast(i["fg"], i["bg"]) < 4.5
+    ]
 
 
 def plot_contrast(page, plot_id: str) -> float:  # type: ignore[no-untyped-def]
-    fl = page.evaluate(f"(() => {{ const f = document.getElementById('{plot_id}')._fullLayout; return [f.font.color, f.paper_bgcolor]; }})()")
-    rgb = [[int(c[i : i + 2], 16) for i in (1, 3, 5)] if c.startswith("#") else [int(x) for x in c[c.index("(") + 1 : -1].split(",")[:3]] for c in fl]
-    return contrast(rgb[0], rgb[1])
+    colours = page.evaluate(
+        f"(() => {{ const f = document.getElementById('{plot_id}')._fullLayout;"
+        " return [f.font.color, f.paper_bgcolor]; })()"
+    )
+
+    def rgb(c: str) -> list[int]:
+        if c.startswith("#"):
+            return [int(c[i : i + 2], 16) for i in (1, 3, 5)]
+        return [int(float(x)) for x in c[c.index("(") + 1 : -1].split(",")[:3]]
+
+    return contrast(rgb(colours[0]), rgb(colours[1]))
 
 
 @pytest.mark.parametrize("scheme", ["dark", "light"])
@@ -391,7 +414,8 @@ def test_reading_views_in_chinese_have_no_english_left(page, server):  # type: i
 
     page.goto(f"{server}/?lang=zh-CN#text={quote(SENTENCE)}&model=minilm&view=text")
     wait_ready(page)
-    skip = VISIBLE_UI_TEXT.replace('".brand, ', '".brand, .tv-text, .tv-status, .alt-table td, .alt-table th[scope=row], ')
+    data = ".tv-text, .tv-status, .alt-table td, .alt-table th[scope=row], "  # tokens and numbers
+    skip = VISIBLE_UI_TEXT.replace('".brand, ', f'".brand, {data}')
     for view in ["text", "lines"]:
         page.click(f"#tab-{view}")
         wait_until(page, f"document.getElementById('app').dataset.view === '{view}'")
@@ -425,4 +449,5 @@ def test_views_are_reachable_by_keyboard(page, server):  # type: ignore[no-untyp
     page.click("#tab-head")
     page.click("#head-alt summary")
     wait_until(page, "document.querySelectorAll('#head-alt tbody tr').length > 0")
-    assert page.evaluate("document.querySelector('#head-alt caption').textContent").endswith("minilm · layer 0 · head 0")
+    caption = page.evaluate("document.querySelector('#head-alt caption').textContent")
+    assert caption.endswith("minilm · layer 0 · head 0")

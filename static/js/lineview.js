@@ -41,7 +41,7 @@ export class LineView {
       }
     });
     $("lv-all").addEventListener("click", () => this.setHeads([...Array(this.headCount).keys()]));
-    $("lv-one").addEventListener("click", () => this.setHeads([this.state?.head ?? 0]));
+    $("lv-one").addEventListener("click", () => this.setHeads([]));
     this.headsBox.addEventListener("change", () => {
       const picked = [...this.headsBox.querySelectorAll("input:checked")].map((el) => Number(el.value));
       this.setHeads(picked);
@@ -67,7 +67,6 @@ export class LineView {
     if (this.heads === null || this.runId !== run.id) {
       if (this.heads === null) this.heads = [state.head];
       this.heads = this.heads.filter((h) => h < run.tensor.heads);
-      if (!this.heads.length) this.heads = [0];
       this.runId = run.id;
     }
     this.buildHeadBoxes(run.tensor.heads);

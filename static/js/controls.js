@@ -48,11 +48,11 @@ export class Controls {
     this.aggField = $("agg-field");
     this.aggHelp = $("agg-help");
     this.layerSlider = $("layer-slider");
-    this.tabs = { head: $("tab-head"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain"), seq2seq: $("tab-seq2seq"), corpus: $("tab-corpus") };
-    this.panels = { head: $("head-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view"), seq2seq: $("seq2seq-view"), corpus: $("corpus-view") };
+    this.tabs = { head: $("tab-head"), text: $("tab-text"), lines: $("tab-lines"), model: $("tab-model"), stats: $("tab-stats"), heads: $("tab-heads"), compare: $("tab-compare"), explain: $("tab-explain"), seq2seq: $("tab-seq2seq"), corpus: $("tab-corpus") };
+    this.panels = { head: $("head-view"), text: $("text-view"), lines: $("lines-view"), model: $("model-view"), stats: $("stats-view"), heads: $("heads-view"), compare: $("compare-view"), explain: $("explain-view"), seq2seq: $("seq2seq-view"), corpus: $("corpus-view") };
     this.view = "head";
     this.empty = $("empty");
-    this.exports = [$("export-png"), $("export-csv"), $("export-json"), $("share")];
+    this.exports = [$("export-png"), $("export-svg"), $("export-csv"), $("export-json"), $("share")];
     this.models = [];
     this.timer = 0;
     for (const s of SCALES) this.scale.append(new Option(t(`colors.${s.id}`), s.id));
@@ -161,12 +161,14 @@ export class Controls {
       tab.tabIndex = active ? 0 : -1;
       this.panels[name].hidden = !active;
     }
-    // Which selectors a view uses: all of them (head, compare), the head only (explain), none.
-    const uses = { head: "all", compare: "all", explain: "head", seq2seq: "layer_head" }[view];
+    // Which selectors a view uses: all of them (head, text, compare), the head only (explain), the layer and
+    // head (seq2seq), the layer only (lines: it picks its own heads), none.
+    const uses = { head: "all", text: "all", compare: "all", explain: "head", seq2seq: "layer_head", lines: "layer" }[view];
     this.selectors.classList.toggle("inactive", !uses);
     if (view !== "explain") this.selectors.classList.remove("gated"); // set by the explainer without a custom model
-    this.aggField.hidden = uses === "head" || uses === "layer_head";
+    this.aggField.hidden = uses === "head" || uses === "layer_head" || uses === "layer";
     this.layerSlider.hidden = uses === "head";
+    this.headSlider.hidden = uses === "layer";
     this.syncAggregate();
   }
 

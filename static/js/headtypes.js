@@ -10,7 +10,7 @@ import { getHeads, getSimilarity } from "./api.js";
 import { RequestCache } from "./cache.js";
 import { DETECTORS, measureHelp, setFormula, SIMILARITY } from "./definitions.js";
 import { $ } from "./dom.js";
-import { FONT, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
+import { FONT, PAPER_BG, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
 
 /** One colour per detector, in the definitions' order (Tableau 10); heads below the threshold are NONE. */
 const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"];
@@ -205,8 +205,8 @@ export class HeadTypesView {
       showlegend: false,
       xaxis: { zeroline: false, showticklabels: false },
       yaxis: { zeroline: false, showticklabels: false, scaleanchor: "x" },
-      paper_bgcolor: "#ffffff",
-      plot_bgcolor: "#ffffff",
+      paper_bgcolor: PAPER_BG,
+      plot_bgcolor: PAPER_BG,
     };
     await window.Plotly.react(this.simPlot, traces, layout, { displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d", "toImage"] });
     if (!this.simBound) {

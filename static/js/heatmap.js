@@ -11,7 +11,7 @@ import { plotlyScale } from "./colors.js";
 import { MEASURES } from "./definitions.js";
 import { isPending, shownView } from "./derive.js";
 import * as exporter from "./exporter.js";
-import { axisBase, FONT, labelPx, shortLabel as short, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
+import { axisBase, FONT, labelPx, shortLabel as short, PAPER_BG, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
 import { t } from "./i18n.js";
 import { escapePlotly } from "./tokens.js";
 import { LongHead } from "./longhead.js";
@@ -221,8 +221,8 @@ export class HeadView {
       margin: this.margin,
       width,
       height,
-      paper_bgcolor: "#ffffff",
-      plot_bgcolor: "#ffffff",
+      paper_bgcolor: PAPER_BG,
+      plot_bgcolor: PAPER_BG,
       xaxis: { ...axis, title: { text: t("heatmap.key_axis"), standoff: this.margin.b - 46 }, ...ranges.x },
       yaxis: { ...axis, title: { text: t("heatmap.query_axis"), standoff: this.margin.l - 40 }, ...ranges.y },
       shapes: view.shapes ? [...shapes, ...view.shapes] : shapes,

@@ -4,11 +4,13 @@
 // already in memory.
 
 import { Aggregates } from "./aggregate.js";
+import { AltTable } from "./alttext.js";
 import { ApiError, createRun, deleteRun, getAttention, getModels, getOverview, getTile, setRoot } from "./api.js";
 import { CompareView } from "./compare.js";
 import { Controls } from "./controls.js";
 import { CorpusView } from "./corpustab.js";
 import { DEFAULT_STAT, setFormula, STATS } from "./definitions.js";
+import { shownView } from "./derive.js";
 import { $ } from "./dom.js";
 import { ExplainView } from "./explain.js";
 import { ModelGrid } from "./grid.js";
@@ -16,6 +18,8 @@ import { HeadTypesView } from "./headtypes.js";
 import { HeadView, perHead } from "./heatmap.js";
 import { Seq2SeqView } from "./seq2seq.js";
 import { maybe, t } from "./i18n.js";
+import { addImageExports } from "./imageexport.js";
+import { LineView } from "./lineview.js";
 import { LongRun } from "./longrun.js";
 import { clampView, LONG_TOKENS, runsFirst } from "./longview.js";
 import { ServerMeasures } from "./measures.js";
@@ -24,6 +28,8 @@ import { bindLabelTooltips, extraRequest, TokenStrip } from "./predictions.js";
 import { StatsView } from "./stats.js";
 import { Store } from "./store.js";
 import { tensorFromResponse } from "./tensor.js";
+import { TextView } from "./textview.js";
+import { initTheme } from "./theme.js";
 import { Toolbar } from "./toolbar.js";
 import { Tooltip } from "./tooltip.js";
 import { urlCodec } from "./urlstate.js";
@@ -65,6 +71,8 @@ function openHead(layer, head) {
 const headView = new HeadView($("heatmap"), tooltip, { progress, store });
 const views = new Views({
   head: headView,
+  text: new TextView(tooltip), // issue 16: the reading views
+  lines: new LineView(tooltip),
   model: new ModelGrid($("grid"), tooltip, openHead),
   stats: new StatsView(tooltip, openHead, (stat) => store.setState({ stat })),
   heads: new HeadTypesView(tooltip, openHead),
@@ -76,11 +84,25 @@ const views = new Views({
   }),
   seq2seq: new Seq2SeqView(tooltip),
 });
+addImageExports(views.byName); // SVG (and 2x PNG) for the views drawn before issue 16
 const toolbar = new Toolbar(store, views, () => run);
 // Predictions (hover a token) and perturbation (click one): predictions.js, perturb.js.
 const strip = new TokenStrip($("token-strip"), tooltip, (pos) => perturbation.pick(pos));
 const perturbation = new Perturbation({ store, strip, getRun: () => run, modelInfo: (name) => controls.modelInfoFor(name) });
 bindLabelTooltips(headView.labels, tooltip, () => run?.resp, () => headView.view?.groups);
+// Dark mode: the figures and canvases are redrawn in the new colours.
+initTheme($("theme-toggle"), () => requestRender());
+
+/** The head view's text alternative (top weights per token), filled while it is open. */
+const headAlt = new AltTable($("head-alt"));
+async function syncHeadAlt() {
+  const state = store.state;
+  if (!run || state.view !== "head" || !headAlt.details.open) return;
+  const view = await shownView(run, state);
+  const key = `${run.id}:${view.revision}:${state.agg}:${state.layer}:${state.head}`;
+  headAlt.set({ key, matrix: view.matrix, n: view.n, groups: view.groups, caption: t("alt.caption", { what: view.title }) });
+}
+headAlt.details.addEventListener("toggle", () => syncHeadAlt().catch(() => {}));
 
 function setPageState(value) {
   root.dataset.state = value; // "loading" | "busy" | "ready" | "error": for tests and styling
@@ -101,6 +123,7 @@ async function render(signal) {
   await views.show(run, state, signal);
   if (signal.aborted) return; // a newer render follows
   await perturbation.show(run, state);
+  await syncHeadAlt();
   const ms = performance.now() - t0;
   root.dataset.renderMs = String(Math.round(ms));
   root.dataset.renders = String(++renders);

@@ -3,7 +3,7 @@
 // tickText()/escapePlotly() before Plotly sees it, and hover goes to the text-only tooltip.
 
 import { tickPositions, tickText } from "./heatmap.js";
-import { axisBase, FONT, labelPx, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
+import { axisBase, FONT, labelPx, PAPER_BG, TEXT_COLOR, TITLE_COLOR } from "./plotly-theme.js";
 import { escapePlotly } from "./tokens.js";
 
 const COLORBAR_PX = 64;
@@ -99,8 +99,8 @@ export class MatrixPlot {
       margin,
       width: plotW + margin.l + margin.r,
       height: plotH + margin.t + margin.b,
-      paper_bgcolor: "#ffffff",
-      plot_bgcolor: "#ffffff",
+      paper_bgcolor: PAPER_BG,
+      plot_bgcolor: PAPER_BG,
       xaxis: { ...axis(spec.cols, m, plotW), tickangle: angle, title: spec.xTitle ? { text: spec.xTitle, standoff: 4, font: { size: 11 } } : undefined },
       yaxis: { ...axis(spec.rows, n, plotH), autorange: "reversed", title: spec.yTitle ? { text: spec.yTitle, standoff: 4, font: { size: 11 } } : undefined },
       dragmode: false,

@@ -3,8 +3,24 @@
 export const FONT =
   'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", ' +
   '"Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", sans-serif';
-export const TEXT_COLOR = "#334155";
-export const TITLE_COLOR = "#0f172a";
+// Live bindings: theme.js switches them with setPlotlyTheme() (light/dark); a figure reads them when drawn.
+export let TEXT_COLOR = "#334155";
+export let TITLE_COLOR = "#0f172a";
+export let PAPER_BG = "#ffffff";
+
+/** The figure colours of each page theme: text and title on the paper (WCAG contrast >= 4.5:1 each). */
+export const PLOTLY_THEMES = {
+  light: { text: "#334155", title: "#0f172a", paper: "#ffffff" },
+  dark: { text: "#cbd5e1", title: "#f1f5f9", paper: "#111827" },
+};
+
+/** Use the colours of `theme` ("light" | "dark") for every figure drawn from now on. */
+export function setPlotlyTheme(theme) {
+  const c = PLOTLY_THEMES[theme] ?? PLOTLY_THEMES.light;
+  TEXT_COLOR = c.text;
+  TITLE_COLOR = c.title;
+  PAPER_BG = c.paper;
+}
 export const MAX_LABEL_CHARS = 18;
 
 /** A label cut to MAX_LABEL_CHARS code points (emoji are not cut in half). */

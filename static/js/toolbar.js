@@ -7,7 +7,8 @@ import { t } from "./i18n.js";
 
 /** File name without extension for what `state` shows of `run`. */
 export function fileStem(run, state) {
-  const views = { model: "model_view", stats: `stats_${state.stat}`, heads: "head_types", compare: "compare",
+  const views = { text: `text_L${state.layer}_${state.agg === "head" ? `H${state.head}` : state.agg}`, lines: `lines_L${state.layer}`,
+                  model: "model_view", stats: `stats_${state.stat}`, heads: "head_types", compare: "compare",
                   seq2seq: `seq2seq_L${state.layer}_H${state.head}` }; // prettier-ignore
   const perHead = { head: `L${state.layer}_H${state.head}`, norms: `L${state.layer}_H${state.head}_norms` };
   const what = views[state.view] ?? perHead[state.agg] ?? `L${state.layer}_${state.agg}`;
@@ -27,7 +28,9 @@ export class Toolbar {
     this.png = $("export-png");
     this.csv = $("export-csv");
     this.shareButton = $("share");
+    this.svg = $("export-svg");
     this.png.addEventListener("click", () => this.export("exportPng"));
+    this.svg.addEventListener("click", () => this.export("exportSvg"));
     this.csv.addEventListener("click", () => this.export("exportCsv"));
     $("export-json").addEventListener("click", () => {
       const run = currentRun();
@@ -41,6 +44,7 @@ export class Toolbar {
     const loaded = Boolean(this.currentRun());
     const view = this.views.get(this.store.state.view);
     this.png.disabled = !(loaded && view.exportPng);
+    this.svg.disabled = !(loaded && view.exportSvg);
     this.csv.disabled = !(loaded && view.exportCsv);
   }
 

@@ -9,7 +9,7 @@
 import { DEFAULT_SCALE, isScale } from "./colors.js";
 import { formatSpan, parseSpan } from "./longview.js";
 
-export const VIEWS = ["head", "model", "stats", "heads", "compare", "explain", "seq2seq", "corpus"];
+export const VIEWS = ["head", "text", "lines", "model", "stats", "heads", "compare", "explain", "seq2seq", "corpus"];
 export const AGGS = ["head", "mean", "max", "rollout", "norms", "flow", "alti", "alti_rollout"];
 const RANGES = ["max", "one"];
 const EDITS = ["mask", "replace", "delete"];

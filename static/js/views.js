@@ -10,6 +10,8 @@
 //                             error the view already displays in place carries `shown: true`.
 //   hide()                    The tab was left (drop tooltips and the like).
 //   exportPng?(stem)          Optional: the PNG button applies to this view. Returns a promise.
+//   exportSvg?(stem)          Optional: the SVG button applies to this view (PNG is at 2x scale;
+//                             imageexport.js adds both to the views that predate issue 16).
 //   exportCsv?(stem)          Optional: the CSV button applies to this view.
 //
 // A view changes the state only through store.setState (directly or through a callback it is given).

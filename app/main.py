@@ -13,7 +13,7 @@ from . import __version__
 from .models.registry import ModelRegistry
 from .paths import STATIC_DIR
 from .serving.scheduler import Scheduler
-from .serving.threads import configure_threads
+from .serving.threads import configure_threads, in_torch_thread
 from .settings import Settings, get_settings
 from .web.compression import GzipMiddleware
 from .web.errors import install_error_handlers
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def load() -> None:
             try:
-                await asyncio.to_thread(registry.load_all)
+                await in_torch_thread(registry.load_all)  # warm-up on the torch thread too: one OpenMP team
             finally:
                 scheduler.size_memory()  # the byte pool: the budget's share less what the models hold
 

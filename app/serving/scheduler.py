@@ -20,13 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from starlette.concurrency import run_in_threadpool
-
 from ..errors import APIError
 from ..models.engine import Encoded, Engine, Output
 from ..settings import Settings
 from . import memory
 from .memory import BytePool, Hold, TooBig
+from .threads import in_torch_thread
 
 log = logging.getLogger("headmap")
 
@@ -169,7 +168,7 @@ class Scheduler:
                 if hold is not None:
                     hold.pin()
                 try:
-                    result = await run_in_threadpool(fn)
+                    result = await in_torch_thread(fn)
                 except Exception as exc:
                     if not future.done():
                         future.set_exception(exc)
@@ -244,7 +243,7 @@ class Scheduler:
             self._running.release()  # an interactive request arrived meanwhile: it gets the slot
             await asyncio.sleep(_BACKGROUND_POLL_S)
         try:
-            return await run_in_threadpool(fn)
+            return await in_torch_thread(fn)
         finally:
             self._running.release()
 
@@ -361,7 +360,7 @@ class Scheduler:
             for hold in holds:  # a waiter that times out mid-pass keeps its bytes until the pass ends
                 hold.pin()
             try:
-                results = await run_in_threadpool(engine.run, [job.enc for job in batch])
+                results = await in_torch_thread(lambda: engine.run([job.enc for job in batch]))
             except Exception as exc:  # surfaces as each waiter's error, never kills the worker
                 log.exception("forward pass of %s failed", engine.name)
                 for job in batch:

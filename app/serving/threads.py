@@ -9,15 +9,21 @@ each period, so every forward pass stalls. The limit lives in the cgroup: ``cpu.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 log = logging.getLogger("headmap")
+T = TypeVar("T")
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
@@ -199,3 +205,26 @@ def configure_threads(requested: int | None) -> int:
     threads = torch.get_num_threads()
     log.info("torch intra-op threads: %d (%s)", threads, why)
     return threads
+
+
+# -- one thread for all of the server's torch work --------------------------------------------------
+#
+# Each Python thread that runs a parallel torch op gets its own OpenMP team (libgomp), and the teams'
+# idle threads stay. Once the threads libgomp manages outnumber the CPUs, it stops spin-waiting between
+# parallel regions and puts its threads to sleep on a futex instead, so every one of the forward pass's
+# hundreds of regions pays a wake-up: measured on 2 CPUs, the server's forward pass took 1.5-1.8x the
+# wall time of the same pass in a one-team client at the same CPU time (issue 19). Running every model
+# forward, weight computation and encoding on one thread keeps one team, sized to the CPUs.
+
+_TORCH = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headmap-torch")
+
+
+async def in_torch_thread(fn: Callable[[], T]) -> T:
+    """Run blocking torch work ``fn`` on the server's one torch thread (FIFO with all other such work)."""
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_TORCH, ctx.run, fn)
+
+
+def torch_thread_ident() -> int:
+    """The torch thread's id (it is started if it was not): for tests."""
+    return _TORCH.submit(threading.get_ident).result()

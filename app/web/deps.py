@@ -13,17 +13,23 @@ from ..serving.scheduler import Scheduler
 from ..settings import Settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def get_scheduler(request: Request) -> Scheduler:
+def scheduler_of(request: Request) -> Scheduler:
     scheduler: Scheduler = request.app.state.scheduler
     return scheduler
 
 
-def get_app_settings(request: Request) -> Settings:
+# The dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in the thread pool, a round trip
+# through a worker thread per dependency per request for what is an attribute read.
+async def get_scheduler(request: Request) -> Scheduler:
+    return scheduler_of(request)
+
+
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -31,7 +37,7 @@ def get_app_settings(request: Request) -> Settings:
 async def request_hold(request: Request) -> AsyncIterator[Hold]:
     """The request's hold on the scheduler's byte pool, released after the response has been sent (FastAPI
     runs a yield dependency's exit then, streamed bodies included) or when the request fails or is cancelled."""
-    hold = get_scheduler(request).hold()
+    hold = scheduler_of(request).hold()
     try:
         yield hold
     finally:

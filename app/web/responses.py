@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from ..serving.threads import in_torch_thread
 
 SLICE = 1 << 20
 
@@ -51,7 +52,7 @@ class StreamedBody(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         sent = 0
-        while (piece := await run_in_threadpool(next, self.pieces, None)) is not None:
+        while (piece := await in_torch_thread(lambda: next(self.pieces, None))) is not None:
             view = memoryview(piece)
             for start in range(0, len(view), SLICE):
                 await send({"type": "http.response.body", "body": view[start : start + SLICE], "more_body": True})

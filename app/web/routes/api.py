@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from ... import i18n
 from ...schemas.attention import (
@@ -19,6 +19,7 @@ from ...schemas.attention import (
 from ...serving import attention as service
 from ...serving import measures as measures_service
 from ...serving.memory import STREAM_ABOVE
+from ...serving.threads import in_torch_thread
 from ..deps import HoldDep, RegistryDep, SchedulerDep, SettingsDep
 from ..errors import error_responses
 from ..i18n import LangDep
@@ -49,7 +50,7 @@ async def attention(
         length, pieces = service.render_stream(result, req.encoding)
         del result  # the generator holds what it needs
         return streamed_json(length, pieces, start)
-    body = await run_in_threadpool(service.render, result, req.encoding)
+    body = await in_torch_thread(partial(service.render, result, req.encoding))
     del result  # the weights are in the body now; free them before sending
     return timed_json(body, start)
 

@@ -32,6 +32,7 @@ from ...serving.attention import AttentionResult
 from ...serving.encoding import dumps
 from ...serving.memory import Hold, python_values_bytes
 from ...serving.scheduler import Scheduler
+from ...serving.threads import in_torch_thread
 from ..deps import HoldDep, RegistryDep, SchedulerDep, SettingsDep
 from ..errors import error_responses
 from ..i18n import LangDep
@@ -42,7 +43,7 @@ router = APIRouter(prefix="/api", tags=["insight"])
 
 async def _respond(start: float, build: Callable[..., dict[str, Any]], *args: Any) -> Response:
     """Build and serialise the payload in a worker thread (a compare of long texts is tens of MB)."""
-    return timed_json(await run_in_threadpool(lambda: dumps(build(*args))), start)
+    return timed_json(await in_torch_thread(lambda: dumps(build(*args))), start)
 
 
 @router.post(

@@ -16,6 +16,7 @@ from ...serving import attention as service
 from ...serving import insight as insight_service
 from ...serving import measures as measures_service
 from ...serving.encoding import dumps
+from ...serving.threads import in_torch_thread
 from ..deps import HoldDep, RegistryDep, SchedulerDep
 from ..errors import error_responses
 from ..responses import timed_json
@@ -56,7 +57,7 @@ async def heads(req: HeadsRequest, registry: RegistryDep, scheduler: SchedulerDe
         scheduler.run(engine, rep, peak(rep), hold), scheduler.run(engine, text_enc, peak(text_enc), hold)
     )
     cls, sep = insight_service.cls_sep_positions(engine, text_enc)
-    body = await run_in_threadpool(
+    body = await in_torch_thread(
         lambda: dumps(
             measures_service.heads_payload(
                 engine,

@@ -157,6 +157,7 @@ def test_head_types_map_and_similarity_open_heads(page, server):  # type: ignore
     page.click("#tab-heads")
     wait_until(page, "document.getElementById('app').dataset.view === 'heads'")
     target = next(i for i, (layer, head) in enumerate(sim["heads"]) if (layer, head) == (4, 9))
+    page.locator("#sim-plot").scroll_into_view_if_needed()  # mouse coordinates are the viewport's
     x, y = page.evaluate(
         f"""(() => {{ const gd = document.getElementById('sim-plot'); const fl = gd._fullLayout;
                      const r = gd.getBoundingClientRect(); const t = gd.data[0];

@@ -130,14 +130,18 @@ def test_text_view_shades_the_api_weights_of_the_pinned_token(page, server):  # 
 
 
 def test_long_text_shades_only_what_is_in_view(page, server):  # type: ignore[no-untyped-def]
-    text = " ".join(["Attention is all you need, said the paper in 2017."] * 50)
-    page.set_viewport_size({"width": 1440, "height": 600})  # the text box is 70% of that high
+    # The longest input the page still asks /api/attention for (past 256 tokens it opens a run, whose
+    # head view is an overview, and the text view says it needs every weight).
+    text = " ".join(["Attention is all you need, said the paper in 2017."] * 19)
+    resp = api(server, text, truncate=True)
+    n = len(resp["tokens"])
+    assert 200 < n <= 256
+    page.set_viewport_size({"width": 1440, "height": 330})  # the text box is 70% of that high
     page.goto(f"{server}/#view=text")
     wait_ready(page)
-    page.check("#truncate")  # the model's 512 tokens
     page.fill("#text", text)
     page.press("#text", "Control+Enter")
-    wait_until(page, "document.querySelectorAll('#tv-text .tv-tok').length === 512", 120)
+    wait_until(page, f"document.querySelectorAll('#tv-text .tv-tok').length === {n}", 120)
     wait_ready(page)
     info = page.evaluate(
         """(() => { const chunks = [...document.querySelectorAll('#tv-text .tv-chunk')];
@@ -145,21 +149,20 @@ def test_long_text_shades_only_what_is_in_view(page, server):  # type: ignore[no
              return {chunks: chunks.length, shaded: chunks.filter(c => c.dataset.shaded === key).length,
                      lastShaded: chunks.at(-1).dataset.shaded === key}; })()"""
     )
-    assert info["chunks"] >= 6
+    assert info["chunks"] >= 3
     assert 1 <= info["shaded"] < info["chunks"] and not info["lastShaded"], info
     # End pins the last token; its chunk scrolls in and is shaded with the new selection
     page.focus("#tv-text")
     page.keyboard.press("End")
-    wait_until(page, "document.getElementById('tv-text').dataset.pinned === '511'")
+    wait_until(page, f"document.getElementById('tv-text').dataset.pinned === '{n - 1}'")
     wait_until(
         page,
-        """(() => { const c = [...document.querySelectorAll('#tv-text .tv-chunk')];
-                    return c.at(-1).dataset.shaded && c.at(-1).dataset.shaded.endsWith(':511'); })()""",
+        f"""(() => {{ const c = [...document.querySelectorAll('#tv-text .tv-chunk')];
+                    return c.at(-1).dataset.shaded && c.at(-1).dataset.shaded.endsWith(':{n - 1}'); }})()""",
     )
-    resp = api(server, text, truncate=True)
     att = np.array(resp["attention"][0][0])
-    w = page.evaluate("Number(document.getElementById('tv-t510').dataset.w)")
-    assert abs(w - att[511, 510]) <= WEIGHT_TOL
+    w = page.evaluate(f"Number(document.getElementById('tv-t{n - 2}').dataset.w)")
+    assert abs(w - att[n - 1, n - 2]) <= WEIGHT_TOL
 
 
 def line_state(page) -> dict:  # type: ignore[no-untyped-def]
@@ -415,7 +418,7 @@ def test_reading_views_in_chinese_have_no_english_left(page, server):  # type: i
     page.goto(f"{server}/?lang=zh-CN#text={quote(SENTENCE)}&model=minilm&view=text")
     wait_ready(page)
     data = ".tv-text, .tv-status, .alt-table td, .alt-table th[scope=row], "  # tokens and numbers
-    skip = VISIBLE_UI_TEXT.replace('".brand, ', f'".brand, {data}')
+    skip = VISIBLE_UI_TEXT.replace("#token-strip, ", f"#token-strip, {data}")
     for view in ["text", "lines"]:
         page.click(f"#tab-{view}")
         wait_until(page, f"document.getElementById('app').dataset.view === '{view}'")

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from headmap.main import create_app
 from headmap.models.capture import Captured, LayerCapture
-from headmap.models.hf import HFEngine, load_hf
+from headmap.models.hf import load_hf
 from headmap.schemas.attention import AttentionRequest
 from headmap.serving import attention as service
 from headmap.settings import Settings
@@ -33,6 +33,7 @@ from tests.tiny_models import (
     LLM_MAKERS,
     MAKERS,
     SLIDING_WINDOW,
+    served_engine,
 )
 
 FAMILIES = ["bert", "roberta", "distilbert", "gpt2", "llama", "qwen2", "mistral", "gemma2", "phi3"]
@@ -86,15 +87,9 @@ def eager(references: dict[str, tuple[Any, Any]], family: str, texts: list[str])
     return out
 
 
-def engine_of(client: TestClient, family: str) -> HFEngine:
-    engine = client.app.state.registry.get(family)  # type: ignore[attr-defined]
-    assert isinstance(engine, HFEngine)
-    return engine
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_api_weights_equal_eager(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
-    engine = engine_of(client, family)
+    engine = served_engine(client, family)
     assert engine.capture, f"{family} should run on the capture path"
     (expected,) = eager(references, family, [TEXT])
     body = client.post("/api/attention", json={"text": TEXT, "model": family}).json()
@@ -113,7 +108,7 @@ def test_api_weights_equal_eager(client: TestClient, references, family: str) ->
 @pytest.mark.parametrize("family", FAMILIES)
 def test_subset_and_batch_equal_eager(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
     """Asked layers/heads (in the caller's order), and two inputs of different length padded into one batch."""
-    engine = engine_of(client, family)
+    engine = served_engine(client, family)
     long, short = eager(references, family, [TEXT, SHORT])
     body = client.post("/api/attention", json={"text": TEXT, "model": family, "layers": [1], "heads": [3, 0]}).json()
     np.testing.assert_allclose(np.array(body["attention"]), long[[1]][:, [3, 0]], atol=JSON_ATOL, rtol=0)
@@ -127,7 +122,7 @@ def test_subset_and_batch_equal_eager(client: TestClient, references, family: st
 @pytest.mark.parametrize("family", ["bert", "gpt2", "qwen2", "mistral", "gemma2"])
 def test_tiles_equal_eager(client: TestClient, references, family: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """A tile of queries × keys equals eager's, and no more queries than the tile's are ever scored."""
-    engine = engine_of(client, family)
+    engine = served_engine(client, family)
     (expected,) = eager(references, family, [TEXT])
     (item,) = engine.run([engine.encode(TEXT)])
     assert isinstance(item, Captured)
@@ -151,7 +146,7 @@ def test_tiles_equal_eager(client: TestClient, references, family: str, monkeypa
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "gemma2", "phi3"])
 def test_grouped_query_heads_and_held_bytes(client: TestClient, family: str) -> None:
     """GQA models report their key/value heads, and a capture holds q and k only: L × (Hq + Hkv) × T × d floats."""
-    engine = engine_of(client, family)
+    engine = served_engine(client, family)
     head_dim = HIDDEN // LLM_HEADS
     assert (engine.family, engine.num_heads, engine.num_kv_heads, engine.head_dim) == (
         family,
@@ -168,7 +163,7 @@ def test_grouped_query_heads_and_held_bytes(client: TestClient, family: str) -> 
 
 
 def test_encoder_facts(client: TestClient) -> None:
-    engine = engine_of(client, "bert")
+    engine = served_engine(client, "bert")
     assert (engine.family, engine.num_heads, engine.num_kv_heads, engine.head_dim) == ("bert", HEADS, HEADS, 8)
 
 
@@ -202,7 +197,7 @@ def test_model_without_the_interface_falls_back_to_eager(
 def test_padded_batch_equals_eager(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
     """The corpus path: one right-padded batch as a dense (L, B, H, T, T) tensor (one softmax per layer on the
     capture path); each text's own block equals eager on the text alone, and padded keys get no weight."""
-    engine = engine_of(client, family)
+    engine = served_engine(client, family)
     long, short = eager(references, family, [TEXT, SHORT])
     attn = engine.padded([engine.encode(TEXT), engine.encode(SHORT)])  # (L, 2, H, T, T)
     n = short.shape[-1]

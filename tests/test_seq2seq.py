@@ -22,13 +22,13 @@ from fastapi.testclient import TestClient
 from headmap.main import create_app
 from headmap.models.capture import Captured
 from headmap.models.engine import Seq2SeqAttention
-from headmap.models.hf import HFEngine, engine_of, load_hf
+from headmap.models.hf import engine_of, load_hf
 from headmap.schemas.attention import AttentionRequest
 from headmap.serving import attention as service
 from headmap.serving.encoding import dequantise
 from headmap.settings import Settings
 from tests.conftest import wait_ready
-from tests.tiny_models import HEADS, LAYERS, SEQ2SEQ_MAKERS, make_bert
+from tests.tiny_models import HEADS, LAYERS, SEQ2SEQ_MAKERS, make_bert, served_engine
 
 FAMILIES = ["t5", "bart", "marian"]
 SOURCE = "The cat sat on the mat because it was tired."
@@ -86,15 +86,9 @@ def eager(references: dict[str, tuple[Any, Any]], family: str, source: str, targ
     return result
 
 
-def engine_named(client: TestClient, name: str) -> HFEngine:
-    engine = client.app.state.registry.get(name)  # type: ignore[attr-defined]
-    assert isinstance(engine, HFEngine)
-    return engine
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_three_attentions_equal_eager(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
-    engine = engine_named(client, family)
+    engine = served_engine(client, family)
     assert engine.kind == "encoder-decoder"
     assert engine.capture, f"{family} should run on the capture path"
     want = eager(references, family, SOURCE, TARGET)
@@ -147,7 +141,7 @@ def test_target_token_fields(client: TestClient, references, family: str) -> Non
 @pytest.mark.parametrize("family", FAMILIES)
 def test_subset_and_padded_batch_equal_eager(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
     """`layers`/`heads` apply to all three; two items of different source and target lengths in one batch."""
-    engine = engine_named(client, family)
+    engine = served_engine(client, family)
     one = eager(references, family, SOURCE, TARGET)
     body = client.post(
         "/api/attention", json={"text": SOURCE, "target": TARGET, "model": family, "layers": [1], "heads": [3, 0]}
@@ -229,7 +223,7 @@ def test_blank_target_is_422(client: TestClient, target: str) -> None:
 
 
 def test_target_over_the_limit_is_413_or_truncated(client: TestClient) -> None:
-    engine = engine_named(client, "t5")
+    engine = served_engine(client, "t5")
     long = " ".join(["Katze"] * engine.max_tokens)
     r = client.post("/api/attention", json={"text": SOURCE, "target": long, "model": "t5"})
     assert r.status_code == 413 and r.json()["error"] == "too_many_tokens" and "target" in r.json()["detail"]
@@ -292,7 +286,7 @@ def test_compare_and_corpus_batches_use_the_encoder(client: TestClient, referenc
     r = client.post("/api/compare", json={"a": {"text": SOURCE, "model": family},
                                           "b": {"text": SOURCE, "model": family}})  # fmt: skip
     assert r.status_code == 200, r.text
-    engine = engine_named(client, family)
+    engine = served_engine(client, family)
     batch = padded_attention(engine, [engine.encode(SOURCE), engine.encode(OTHER_SOURCE)])  # (L, B, H, S, S)
     np.testing.assert_allclose(batch[:, 0].double().numpy(), long, atol=EXACT, rtol=0)
     n = short.shape[-1]

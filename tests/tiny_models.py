@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -391,3 +392,12 @@ def make_marian(folder: Path) -> Path:
 
 
 SEQ2SEQ_MAKERS = {"t5": make_t5, "bart": make_bart, "marian": make_marian}
+
+
+def served_engine(client: Any, name: str) -> Any:
+    """The ``HFEngine`` a test app's registry serves as ``name`` (a TestClient over ``create_app``)."""
+    from headmap.models.hf import HFEngine
+
+    engine = client.app.state.registry.get(name)
+    assert isinstance(engine, HFEngine)
+    return engine

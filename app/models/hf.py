@@ -8,6 +8,7 @@ request asks for are ever computed. Other models run eagerly with ``output_atten
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,21 +248,34 @@ def enable_capture(model: Any, uses_token_types: bool) -> bool:
     atol = 1e-4 if model.dtype == torch.float32 else 2e-2
     if uses_token_types:
         kwargs["token_type_ids"] = torch.zeros_like(ids)
+
+    def agrees(out: Any, rec: capture.Recorder) -> bool:
+        eager = out.attentions  # L x (2, H, 6, 6)
+        items = rec.split([6, 4])
+        return len(eager) == len(rec.calls) and all(
+            torch.allclose(item.weights(layer), eager[layer][i, :, :n, :n].float(), atol=atol, rtol=0)
+            for i, (item, n) in enumerate(zip(items, (6, 4), strict=True))
+            for layer in range(len(eager))
+        )
+
+    return _probe_capture(model, kwargs, agrees)
+
+
+def _probe_capture(
+    model: Any, kwargs: dict[str, torch.Tensor], agrees: Callable[[Any, capture.Recorder], bool]
+) -> bool:
+    """Run the probe ``kwargs`` eagerly (``output_attentions``) and on the capture; keep the capture only when
+    ``agrees(eager_output, recorder)``, else put ``model`` back on eager attention. Any failure means eager."""
     try:
         with torch.inference_mode():
-            eager = model(**kwargs, output_attentions=True).attentions  # L x (2, H, 6, 6)
+            eager = model(**kwargs, output_attentions=True)
             capture.register()
             model.set_attn_implementation(capture.CAPTURE)
             if model.config._attn_implementation != capture.CAPTURE:
                 return False
             with capture.recording() as rec:
                 model(**kwargs)
-            items = rec.split([6, 4])
-            ok = len(eager) == len(rec.calls) and all(
-                torch.allclose(item.weights(layer), eager[layer][i, :, :n, :n].float(), atol=atol, rtol=0)
-                for i, (item, n) in enumerate(zip(items, (6, 4), strict=True))
-                for layer in range(len(eager))
-            )
+            ok = agrees(eager, rec)
     except Exception:  # any failure of the capture path means: stay eager
         log.warning("%s: attention capture failed, using eager attention", type(model).__name__, exc_info=True)
         ok = False
@@ -287,38 +301,26 @@ def enable_capture_seq2seq(model: Any) -> bool:
         "decoder_attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),  # (2, 3)
     }
     atol = 1e-4 if model.dtype == torch.float32 else 2e-2
-    try:
-        with torch.inference_mode():
-            eager = model(**kwargs, output_attentions=True)
-            capture.register()
-            model.set_attn_implementation(capture.CAPTURE)
-            if model.config._attn_implementation != capture.CAPTURE:
-                return False
-            with capture.recording() as rec:
-                model(**kwargs)
-            layers = len(eager.encoder_attentions)
-            if len(rec.calls) != layers + 2 * len(eager.decoder_attentions):
-                ok = False
-            else:
-                items = rec.split_seq2seq(layers, [6, 4], [3, 2])
-                ok = all(
-                    torch.allclose(part.weights(layer), want[layer][i, :, :nq, :nk].float(), atol=atol, rtol=0)
-                    for i, (parts, s, t) in enumerate(zip(items, (6, 4), (3, 2), strict=True))
-                    for part, want, nq, nk in zip(
-                        parts,
-                        (eager.encoder_attentions, eager.decoder_attentions, eager.cross_attentions),
-                        (s, t, t),
-                        (s, t, s),
-                        strict=True,
-                    )
-                    for layer in range(part.num_layers)
-                )
-    except Exception:  # any failure of the capture path means: stay eager
-        log.warning("%s: attention capture failed, using eager attention", type(model).__name__, exc_info=True)
-        ok = False
-    if not ok:
-        model.set_attn_implementation("eager")
-    return ok
+
+    def agrees(eager: Any, rec: capture.Recorder) -> bool:
+        layers = len(eager.encoder_attentions)
+        if len(rec.calls) != layers + 2 * len(eager.decoder_attentions):
+            return False
+        items = rec.split_seq2seq(layers, [6, 4], [3, 2])
+        return all(
+            torch.allclose(part.weights(layer), want[layer][i, :, :nq, :nk].float(), atol=atol, rtol=0)
+            for i, (parts, s, t) in enumerate(zip(items, (6, 4), (3, 2), strict=True))
+            for part, want, nq, nk in zip(
+                parts,
+                (eager.encoder_attentions, eager.decoder_attentions, eager.cross_attentions),
+                (s, t, t),
+                (s, t, s),
+                strict=True,
+            )
+            for layer in range(part.num_layers)
+        )
+
+    return _probe_capture(model, kwargs, agrees)
 
 
 def _kind(config: Any) -> Kind:

@@ -353,7 +353,7 @@ def _can_predict(config: Any) -> bool:
     return bool(set(getattr(config, "architectures", None) or []) & (heads - {None}))
 
 
-def _model_max_tokens(config: Any, tokenizer: Any) -> int:
+def model_max_tokens(config: Any, tokenizer: Any) -> int:
     limits = []
     for attr in ("max_position_embeddings", "n_positions"):
         value = getattr(config, attr, None)
@@ -451,7 +451,7 @@ def engine_of(
         description=description or f"{config.model_type} {kind} from {source}: {layers} layers x {heads} heads{gqa}",
         num_layers=layers,
         num_heads=heads,
-        max_tokens=_model_max_tokens(config, tokenizer),
+        max_tokens=model_max_tokens(config, tokenizer),
         tokenizer=tokenizer,
         family=str(config.model_type),
         num_kv_heads=kv_heads,

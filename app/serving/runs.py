@@ -32,7 +32,7 @@ from ..attention.blocks import BlockPool, Reduce, block_bounds
 from ..errors import APIError
 from ..models.capture import Captured
 from ..models.engine import Encoded, Engine, self_attention
-from ..models.hf import HFEngine, _model_max_tokens
+from ..models.hf import HFEngine, model_max_tokens
 from ..models.registry import ModelRegistry
 from ..schemas.attention import AttentionRequest
 from ..settings import Settings
@@ -203,7 +203,7 @@ def token_limit(engine: Engine, settings: Settings) -> int:
     """Most tokens a run of ``engine`` takes: ``HEADMAP_RUN_MAX_TOKENS`` capped by the model's own position limit
     for capture models; dense models keep their `/api/attention` limit (their weights grow with T²)."""
     if isinstance(engine, HFEngine) and engine.capture:
-        return min(settings.run_max_tokens, _model_max_tokens(engine.model.config, engine.tokenizer))
+        return min(settings.run_max_tokens, model_max_tokens(engine.model.config, engine.tokenizer))
     return min(settings.run_max_tokens, engine.max_tokens)
 
 

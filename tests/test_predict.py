@@ -205,3 +205,41 @@ def test_predictions_over_the_logits_bound_is_413(paths: dict[str, Path]) -> Non
 def test_insight_routes_do_not_take_predictions(client: TestClient) -> None:
     r = client.post("/api/stats", json={"text": TEXT, "model": "gpt2lm", "generate": {"max_new_tokens": 2}})
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("name", ["gpt2lm", "bertlm"])
+def test_predictions_reserve_their_logits(
+    client: TestClient, paths: dict[str, Path], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request with `predictions` takes from the byte pool the attention's peak plus its logits: tokens ×
+    vocabulary × (4 bytes of float32 logits + 8 of float64 probabilities)."""
+    from transformers import AutoConfig
+
+    from headmap.serving import memory
+    from headmap.serving.memory import Hold
+
+    taken: list[int] = []
+    real = Hold.add
+
+    def spy(self: Hold, nbytes: int) -> None:
+        taken.append(nbytes)
+        real(self, nbytes)
+
+    monkeypatch.setattr(Hold, "add", spy)
+    text = MASKED if name == "bertlm" else TEXT
+    r = client.post("/api/attention", json={"text": text, "model": name, "predictions": {"top_k": 3}})
+    assert r.status_code == 200, r.text
+    t = len(r.json()["tokens"])
+    config = AutoConfig.from_pretrained(paths[name])  # read independently of Headmap
+    heads, layers = config.num_attention_heads, config.num_hidden_layers
+    attention = memory.attention_bytes(
+        num_layers=layers,
+        num_heads=heads,
+        head_dim=config.hidden_size // heads,
+        num_tokens=t,
+        captured=True,
+        layers=layers,
+        heads=heads,
+        encoding="json",
+    )
+    assert taken == [attention + t * config.vocab_size * 12]

@@ -291,3 +291,25 @@ def test_compare_and_corpus_batches_use_the_encoder(client: TestClient, referenc
     np.testing.assert_allclose(batch[:, 0].double().numpy(), long, atol=EXACT, rtol=0)
     n = short.shape[-1]
     np.testing.assert_allclose(batch[:, 1, :, :n, :n].double().numpy(), short, atol=EXACT, rtol=0)
+
+
+def test_decoder_and_cross_weights_count_toward_the_response_budget(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`HEADMAP_MAX_RESPONSE_MB` counts all three attentions: a long target on a short source is refused, even
+    though the encoder's weights alone fit, and the body it would have sent is indeed over the budget."""
+    body = {"text": "The cat sat.", "target": " ".join([TARGET] * 2), "model": "bart"}
+    whole = client.post("/api/attention", json=body)
+    assert whole.status_code == 200, whole.text
+    s, t = len(whole.json()["tokens"]), len(whole.json()["target_tokens"])
+    assert t > 2 * s
+    encoder_only = LAYERS * HEADS * s * s * 7  # JSON: 7 bytes a weight
+    everything = LAYERS * HEADS * (s * s + t * t + t * s) * 7
+    limit_mb = (encoder_only + everything) / 2 / (1 << 20)
+    assert len(whole.content) > limit_mb * (1 << 20)  # the real body is over the limit: the refusal is right
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    monkeypatch.setattr(client.app.state, "settings", settings.model_copy(update={"max_response_mb": limit_mb}))  # type: ignore[attr-defined]
+    r = client.post("/api/attention", json=body)
+    assert r.status_code == 413 and r.json()["error"] == "response_too_large", r.text
+    assert f"about {everything / (1 << 20):.0f} MiB" in r.json()["detail"]
+    assert client.post("/api/attention", json={**body, "target": TARGET}).status_code == 200  # a short target fits

@@ -194,7 +194,7 @@ def captures(engine: Engine) -> bool:
 
 
 def peak_bytes(engine: Engine, num_tokens: int, layers: list[int], heads: list[int], encoding: str,
-               measure: str = "weights") -> int:  # fmt: skip
+               measure: str = "weights", target_tokens: int = 0) -> int:  # fmt: skip
     """What one request for ``engine`` is expected to hold at its peak (``memory.attention_bytes``)."""
     return memory.attention_bytes(
         num_layers=engine.num_layers,
@@ -206,23 +206,26 @@ def peak_bytes(engine: Engine, num_tokens: int, layers: list[int], heads: list[i
         heads=len(heads),
         encoding=encoding,
         measure=measure,
+        target_tokens=target_tokens,
     )
 
 
 def check_response_size(engine: Engine, num_tokens: int, layers: list[int], heads: list[int], encoding: str,
-                        max_mb: float) -> None:  # fmt: skip
-    """413 ``response_too_large`` when the ``attention`` field alone would pass ``max_mb`` MiB."""
-    size = memory.response_bytes(num_tokens, len(layers), len(heads), encoding)
+                        max_mb: float, target_tokens: int = 0) -> None:  # fmt: skip
+    """413 ``response_too_large`` when the weights (with an encoder–decoder's ``target_tokens``, its decoder and
+    cross weights too) would pass ``max_mb`` MiB."""
+    size = memory.response_bytes(num_tokens, len(layers), len(heads), encoding, target_tokens)
     limit = max_mb * memory.MIB
     if size <= limit:
         return
     ways = ["open a run with POST /api/runs (same body without layers, heads and encoding) and read its overviews "
             "and tiles"]  # fmt: skip
-    per_matrix = memory.response_bytes(num_tokens, 1, 1, encoding)
+    per_matrix = memory.response_bytes(num_tokens, 1, 1, encoding, target_tokens)
     if per_matrix <= limit:
         fit = max(1, int(limit // per_matrix))
         ways.append(f"ask for a subset: `layers` and `heads` of at most {fit} layer × head matrices together")
-    if encoding == "json" and memory.response_bytes(num_tokens, len(layers), len(heads), "compact") <= limit:
+    compact = memory.response_bytes(num_tokens, len(layers), len(heads), "compact", target_tokens)
+    if encoding == "json" and compact <= limit:
         ways.append('send `"encoding": "compact"` (1.33 bytes a weight instead of 7)')
     raise APIError(
         413,
@@ -249,13 +252,17 @@ async def compute(
     engine, layers, heads = prepare(registry, req)
     with scheduler.announce(engine):
         enc = await run_in_threadpool(encode, engine, req)
+    target = len(enc.target) if enc.target is not None else 0
     if max_response_mb is not None:
-        check_response_size(engine, len(enc), layers, heads, req.encoding, max_response_mb)
-    nbytes = peak_bytes(engine, len(enc), layers, heads, req.encoding) if hold is not None else 0
+        check_response_size(engine, len(enc), layers, heads, req.encoding, max_response_mb, target)
+    # Generation grows the input: reserve for prompt + the new tokens asked for, and the logits predictions hold.
+    total = len(enc) + (req.generate.max_new_tokens if req.generate is not None else 0)
+    nbytes = peak_bytes(engine, total, layers, heads, req.encoding, target_tokens=target) if hold is not None else 0
+    if req.predictions is not None and hold is not None:
+        nbytes += predict.logits_bytes(engine, total)
     if req.generate is None and req.predictions is None:
         attn = await scheduler.run(engine, enc, nbytes, hold)  # (L, H, T, T), captured, or encoder-decoder
         return result_of(engine, enc, layers, heads, attn)
-    # Generation grows the input after this estimate: the setting's bound on new tokens keeps that small.
     return await scheduler.call(lambda: _predict_and_run(registry, engine, enc, req, layers, heads), nbytes, hold)
 
 

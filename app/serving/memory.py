@@ -47,9 +47,10 @@ STREAM_ABOVE = 4 * MIB
 # -- what a request holds ---------------------------------------------------------------------------
 
 
-def response_bytes(num_tokens: int, layers: int, heads: int, encoding: str) -> int:
-    """Bytes of the ``attention`` (or ``attention_compact``) field of ``/api/attention``."""
-    weights = layers * heads * num_tokens * num_tokens
+def response_bytes(num_tokens: int, layers: int, heads: int, encoding: str, target_tokens: int = 0) -> int:
+    """Bytes of the ``attention`` (or ``attention_compact``) field of ``/api/attention``; with an encoder–decoder's
+    ``target_tokens``, also its ``decoder_attention`` (target²) and ``cross_attention`` (target × source)."""
+    weights = layers * heads * (num_tokens * num_tokens + target_tokens * (target_tokens + num_tokens))
     return int(weights * (JSON_WEIGHT if encoding == "json" else 4 / 3))
 
 
@@ -78,6 +79,7 @@ def attention_bytes(
     heads: int,
     encoding: str,
     measure: str = "weights",
+    target_tokens: int = 0,
 ) -> int:
     """Expected peak of one ``/api/attention`` request (``layers`` × ``heads`` asked), in bytes.
 
@@ -85,18 +87,20 @@ def attention_bytes(
     as float32 and encoded at a time. Built whole: the asked weights as float32 plus the whole body.
     norms (its own forward pass with hooks, every head): dense weights and norms of every layer, the
     value vectors (L × H × T × d), and the per-layer float64 Gram mix (3 × H × T²), plus the body.
+    An encoder–decoder's ``target_tokens`` add its decoder and cross weights (dense, written whole) to both.
     """
     body = response_bytes(num_tokens, layers, heads, encoding)
     per_weight = JSON_WEIGHT if encoding == "json" else COMPACT_WEIGHT
     t2 = num_tokens * num_tokens
+    seq2seq = int(num_layers * num_heads * target_tokens * (target_tokens + num_tokens) * (FLOAT32 + per_weight))
     if measure == "norms":
         model = FLOAT32 * (2 * num_layers * num_heads * t2 + num_layers * num_heads * num_tokens * head_dim)
         model += 8 * 3 * num_heads * t2 + forward_bytes(num_layers, num_heads, head_dim, num_tokens, False)
-        return int(model + body + layers * heads * t2 * per_weight)
+        return int(model + body + layers * heads * t2 * per_weight) + seq2seq
     model = forward_bytes(num_layers, num_heads, head_dim, num_tokens, captured)
     if body > STREAM_ABOVE:
-        return int(model + heads * t2 * (FLOAT32 + per_weight))
-    return int(model + layers * heads * t2 * (FLOAT32 + per_weight))
+        return int(model + heads * t2 * (FLOAT32 + per_weight)) + seq2seq
+    return int(model + layers * heads * t2 * (FLOAT32 + per_weight)) + seq2seq
 
 
 def python_values_bytes(count: int) -> int:

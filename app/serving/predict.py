@@ -56,6 +56,17 @@ def check(engine: Engine, req: AttentionRequest, settings: Settings) -> None:
         )
 
 
+def vocab_size(engine: Engine) -> int:
+    """The LM head's vocabulary size (0 without an LM head)."""
+    return int(getattr(getattr(lm_of(engine), "config", None), "vocab_size", 0) or 0)
+
+
+def logits_bytes(engine: Engine, num_tokens: int) -> int:
+    """What predictions over ``num_tokens`` hold at their peak: the float32 logits [T, V] and the float64
+    probabilities of the positions asked (every position of a decoder) [T, V]."""
+    return num_tokens * vocab_size(engine) * (4 + 8)
+
+
 def check_length(engine: Engine, enc: Encoded, req: AttentionRequest, settings: Settings) -> None:
     """413 when prompt + new tokens exceed the model's limit, or the logits would exceed ``predict_max_logits``."""
     total = len(enc) + (req.generate.max_new_tokens if req.generate is not None else 0)
@@ -66,8 +77,7 @@ def check_length(engine: Engine, enc: Encoded, req: AttentionRequest, settings: 
             f"The prompt has {len(enc)} tokens and {req.generate.max_new_tokens} more were asked for; "
             f"{engine.name} takes at most {engine.max_tokens} in all. Shorten the text or ask for fewer tokens.",
         )
-    lm = lm_of(engine)
-    vocab = int(getattr(getattr(lm, "config", None), "vocab_size", 0) or 0)
+    vocab = vocab_size(engine)
     if req.predictions is not None and total * vocab > settings.predict_max_logits:
         raise APIError(
             413,

@@ -19,7 +19,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from headmap.attention.batched import batch_head_stats, batch_js_distance, masked_weights
+from headmap.attention.batched import batch_head_stats, batch_js_distance, mask_padding_, masked_weights
 from headmap.cli import main
 from headmap.corpus import compute
 from headmap.corpus import run as corpus_run
@@ -72,8 +72,11 @@ def ref_stats(a: np.ndarray, cls: list[int], sep: list[int]) -> dict[str, np.nda
     return out
 
 
-def test_batched_stats_mask_padding_like_cutting() -> None:
-    """Garbage in padded rows and keys must not reach any statistic (NumPy on each cut text as reference)."""
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_batched_stats_mask_padding_like_cutting(dtype: torch.dtype, atol: float) -> None:
+    """Garbage in padded rows and keys must not reach any statistic (NumPy on each cut text as reference).
+
+    float64 is ``masked_weights``' copy; float32 is what the corpus runs (``mask_padding_`` in place)."""
     gen = torch.Generator().manual_seed(0)
     lengths = [5, 1, 3, 7]
     layers, h, t = 2, 3, max(lengths)
@@ -90,14 +93,19 @@ def test_batched_stats_mask_padding_like_cutting() -> None:
             cls[b, 0] = True
             sep[b, n - 1] = True
     lens = torch.tensor(lengths)
-    got = batch_head_stats(masked_weights(attn, lens), lens, cls, sep)
+    w = masked_weights(attn, lens) if dtype == torch.float64 else mask_padding_(attn.clone(), lens)
+    assert w.dtype == dtype
+    got = batch_head_stats(w, lens, cls, sep)
     for b, n in enumerate(lengths):
-        want = ref_stats(cuts[b], [0] if n > 2 else [], [n - 1] if n > 2 else [])
+        want = ref_stats(cuts[b].astype(np.float64), [0] if n > 2 else [], [n - 1] if n > 2 else [])
         for name in STATS:
-            np.testing.assert_allclose(got[name][b].numpy(), want[name], atol=1e-12, err_msg=f"{name}, text {b}")
+            assert got[name].dtype == torch.float64
+            np.testing.assert_allclose(got[name][b].numpy(), want[name], atol=atol, err_msg=f"{name}, text {b}")
 
 
-def test_js_distance_matches_scipy() -> None:
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 3 * 4 * 6 * 6 * 8, 1 << 30], ids=["one-head", "three-heads", "all"])
+def test_js_distance_matches_scipy(dtype: torch.dtype, chunk_bytes: int) -> None:
     from scipy.spatial.distance import jensenshannon
 
     gen = torch.Generator().manual_seed(1)
@@ -108,7 +116,8 @@ def test_js_distance_matches_scipy() -> None:
         real = torch.rand((layers, h, n, n), generator=gen) ** 4  # peaked rows, some weights ~0
         attn[:, b, :, :n, :n] = real / real.sum(-1, keepdim=True)
     lens = torch.tensor(lengths)
-    got = batch_js_distance(masked_weights(attn, lens), lens, chunk_bytes=1)  # chunk of one head at a time
+    w = masked_weights(attn, lens) if dtype == torch.float64 else mask_padding_(attn.clone(), lens)
+    got = batch_js_distance(w, lens, chunk_bytes=chunk_bytes)  # heads i in chunks of 1, 3 or all 4 a text
     for b, n in enumerate(lengths):
         heads = attn[:, b, :, :n, :n].reshape(layers * h, n, n).double().numpy()
         for i in range(layers * h):
@@ -482,6 +491,40 @@ def test_ray_equals_one_process(tmp_path: Path, tiny_env: None, tbert: Engine) -
     finally:
         ray.shutdown()
     assert_summaries_close(on_ray, one, tol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_joins_a_running_ray_cluster(tmp_path: Path, tiny_env: None, tbert: Engine) -> None:
+    """`headmap corpus --ray ADDRESS` as a job on a cluster started apart from it (`ray start --head`, as a
+    KubeRay head runs it): same numbers as one process, and the cluster keeps running after the job."""
+    import os
+    import shutil
+
+    pytest.importorskip("ray")
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    if ray_cli is None:
+        pytest.skip("the ray command is not installed")
+    from tests.harness import free_port
+
+    src = write_lines(tmp_path / "t.txt", MANY)
+    one = run(tiny_config(src, tmp_path / "one"), engine=tbert)
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+             "--include-dashboard", "false", "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(start, check=True, env=env, capture_output=True, timeout=300)
+    try:
+        out = tmp_path / "job"
+        cmd = [sys.executable, "-m", "headmap", "corpus", str(src), "--out", str(out), "-q", "--batch-tokens", "128",
+               "--shard-size", "4", "--ray", f"127.0.0.1:{port}", "--ray-actors", "2"]  # fmt: skip
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        status = subprocess.run([ray_cli, "status", "--address", f"127.0.0.1:{port}"], env=env, capture_output=True,
+                                text=True, timeout=120)  # fmt: skip
+        assert status.returncode == 0, status.stderr[-2000:]  # the job disconnected; the cluster still runs
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=300)
+    assert_summaries_close(json.loads((out / "summary.json").read_text()), one, tol=1e-6)
 
 
 @pytest.mark.slow

@@ -36,12 +36,18 @@ def token_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
     return (torch.arange(t)[None, :] < lengths[:, None]).double()  # (B, T)
 
 
+def mask_padding_(w: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero padded keys *and* padded query rows of (L, B, H, T, T) ``w`` in place (one pass); returns ``w``."""
+    _check(w, lengths)
+    real = token_mask(lengths, w.shape[-1]).to(w.dtype)  # (B, T)
+    rows_keys = real[:, :, None] * real[:, None, :]  # (B, T, T) 1 where both query and key are real
+    with torch.inference_mode():  # the model's output is an inference tensor: updated in place only in this mode
+        return w.mul_(rows_keys[None, :, None])  # (L, B, H, T, T)
+
+
 def masked_weights(attn: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(L, B, H, T, T) -> float64 copy with padded keys *and* padded query rows set to 0."""
-    _check(attn, lengths)
-    real = token_mask(lengths, attn.shape[-1])  # (B, T)
-    rows_keys = real[:, :, None] * real[:, None, :]  # (B, T, T) 1 where both query and key are real
-    return attn.double() * rows_keys[None, :, None]  # (L, B, H, T, T)
+    return mask_padding_(attn.double(), lengths)
 
 
 def batch_head_stats(
@@ -49,41 +55,45 @@ def batch_head_stats(
 ) -> dict[str, torch.Tensor]:
     """Per-text head statistics of a padded batch.
 
-    w: (L, B, H, T, T) float64 weights from ``masked_weights`` (zero outside each text's T_b x T_b block);
-    lengths: (B,) real token counts; cls, sep: (B, T) bool, True at a text's [CLS] / [SEP] positions
-    (``stats.special_positions``). Returns ``{name: (B, L, H)}`` float64 for every name in ``STAT_NAMES``,
-    NaN where the statistic is undefined for a text.
+    w: (L, B, H, T, T) weights, zero outside each text's T_b x T_b block (``mask_padding_``); float32 (the
+    corpus) or float64. The passes over the whole tensor (entropy, distance, row maxima, [CLS]/[SEP] shares
+    as matrix-vector products) run in ``w``'s dtype, each summing at most T terms per row; everything after
+    the per-row reduction is float64. lengths: (B,) real token counts; cls, sep: (B, T) bool, True at a
+    text's [CLS] / [SEP] positions (``stats.special_positions``). Returns ``{name: (B, L, H)}`` float64 for
+    every name in ``STAT_NAMES``, NaN where the statistic is undefined for a text.
     """
     _check(w, lengths)
     t = w.shape[-1]
-    real = token_mask(lengths, t)  # (B, T)
+    real = token_mask(lengths, t)  # (B, T) float64
     n = lengths.double()  # (B,)
-    pos = torch.arange(t, dtype=torch.float64)
+    pos = torch.arange(t, dtype=w.dtype)
     dist = (pos[:, None] - pos[None, :]).abs()  # (T, T) |q - k|
 
     def row_mean(rows: torch.Tensor) -> torch.Tensor:
-        """(L, B, H, T) per query row -> (B, L, H) mean over each text's real rows."""
-        return ((rows * real[None, :, None]).sum(-1) / n[None, :, None]).permute(1, 0, 2)
+        """(L, B, H, T) per query row -> (B, L, H) float64 mean over each text's real rows."""
+        return ((rows.double() * real[None, :, None]).sum(-1) / n[None, :, None]).permute(1, 0, 2)
 
     def share(keys: torch.Tensor) -> torch.Tensor:
-        out = row_mean((w * keys.double()[None, :, None, None, :]).sum(-1))  # (B, L, H)
+        to_keys = torch.matmul(w, keys.to(w.dtype)[None, :, None, :, None]).squeeze(-1)  # (L, B, H, T)
+        out = row_mean(to_keys)  # (B, L, H)
         missing = ~keys.any(dim=1)  # (B,) texts without such a token
         return out.masked_fill(missing[:, None, None], math.nan)
 
     def neighbour(offset: int) -> torch.Tensor:
         # offset -1: element i is w[i+1, i] (q = i+1 looks back); +1: w[i, i+1]. Valid for i < T_b - 1.
-        diag = torch.diagonal(w, offset=offset, dim1=-2, dim2=-1)  # (L, B, H, T-1)
+        diag = torch.diagonal(w, offset=offset, dim1=-2, dim2=-1).double()  # (L, B, H, T-1)
         valid = (torch.arange(t - 1)[None, :] < (lengths - 1)[:, None]).double()  # (B, T-1)
         count = (lengths - 1).double()  # (B,)
         out = ((diag * valid[None, :, None]).sum(-1) / count.clamp(min=1)[None, :, None]).permute(1, 0, 2)
         return out.masked_fill((lengths < 2)[:, None, None], math.nan)  # (B, L, H)
 
     undefined = torch.full((w.shape[1], w.shape[0], w.shape[2]), math.nan, dtype=torch.float64)  # (B, L, H)
+    row_max = w.amax(dim=-1)  # (L, B, H, T); weights >= 0, so the zeroed padding never wins
     return {
         "entropy": row_mean(torch.special.entr(w).sum(-1)),  # entr(0) = 0: padding adds nothing
         "distance": row_mean((w * dist).sum(-1)),
-        "max_weight": w.amax(dim=(-2, -1)).permute(1, 0, 2),  # weights >= 0, so the zeroed padding never wins
-        "row_max": row_mean(w.amax(dim=-1)),
+        "max_weight": row_max.amax(dim=-1).double().permute(1, 0, 2),
+        "row_max": row_mean(row_max),
         "to_cls": share(cls),
         "to_sep": share(sep),
         "to_self": row_mean(torch.diagonal(w, dim1=-2, dim2=-1)),
@@ -93,31 +103,40 @@ def batch_head_stats(
     }
 
 
-def batch_js_distance(w: torch.Tensor, lengths: torch.Tensor, chunk_bytes: int = 64 << 20) -> torch.Tensor:
+def batch_js_distance(w: torch.Tensor, lengths: torch.Tensor, chunk_bytes: int = 4 << 20) -> torch.Tensor:
     """Jensen–Shannon distance between every pair of heads, per text, averaged over its query rows.
 
-    w: (L, B, H, T, T) float64 from ``masked_weights``; lengths: (B,). Heads are flattened layer-major (index l*H + h).
-    For query row q of heads i and j, with p = w_i[q, :], r = w_j[q, :] and m = (p + r) / 2,
+    w: (L, B, H, T, T) from ``mask_padding_`` (float32 is converted: the distance is a square root, so float32
+    rounding of a near-zero divergence would show as ~1e-3); lengths: (B,). Heads are flattened layer-major
+    (index l*H + h). For query row q of heads i and j, with p = w_i[q, :], r = w_j[q, :] and m = (p + r) / 2,
     ``JSD = H(m) - (H(p) + H(r)) / 2`` in nats and the distance is ``sqrt(JSD / ln 2)`` (base 2, so in
     [0, 1]; SciPy's ``jensenshannon(p, r, base=2)``). Returns (B, LH, LH) float64, the mean over each
-    text's real rows; symmetric with a zero diagonal. Works through head ``i`` in chunks of about
-    ``chunk_bytes`` of temporaries.
+    text's real rows; symmetric with a zero diagonal.
+
+    One text at a time, on its own T_b x T_b block (no padding), and heads i in chunks against heads j >= i
+    (the distance is symmetric), each chunk's temporaries about ``chunk_bytes``: small enough to stay in the
+    CPU's cache, where the element-wise passes (sum, entropy, reduction) are several times faster than over
+    a whole batch's temporaries in memory.
     """
     _check(w, lengths)
     layers, b, h, t, _ = w.shape
     lh = layers * h
-    p = w.permute(1, 0, 2, 3, 4).reshape(b, lh, t, t)  # (B, LH, T, T)
-    real = token_mask(lengths, t)  # (B, T)
-    own = torch.special.entr(p).sum(-1)  # (B, LH, T) entropy of each row
     out = torch.zeros((b, lh, lh), dtype=torch.float64)
-    step = max(1, chunk_bytes // max(1, b * lh * t * t * 8))
-    for start in range(0, lh, step):
-        stop = min(lh, start + step)
-        m = 0.5 * (p[:, start:stop, None] + p[:, None, :])  # (B, c, LH, T, T)
-        jsd = torch.special.entr(m).sum(-1) - 0.5 * (own[:, start:stop, None] + own[:, None, :])  # (B, c, LH, T)
-        d = (jsd.clamp(min=0) / math.log(2)).sqrt()  # (B, c, LH, T)
-        out[:, start:stop] = (d * real[:, None, None, :]).sum(-1) / lengths.double()[:, None, None]
-        del m, jsd, d
+    for text in range(b):
+        n = int(lengths[text])
+        p = w[:, text, :, :n, :n].reshape(lh, n, n).double()  # (LH, n, n)
+        own = torch.special.entr(p).sum(-1)  # (LH, n) entropy of each row
+        step = max(1, chunk_bytes // (lh * n * n * 8))
+        for start in range(0, lh, step):
+            stop = min(lh, start + step)
+            m = p[start:stop, None] + p[None, start:]  # (c, LH - start, n, n): 2m
+            m.mul_(0.5)
+            jsd = torch.special.entr(m).sum(-1)  # (c, LH - start, n) H(m)
+            jsd.sub_(0.5 * (own[start:stop, None] + own[None, start:]))
+            d = jsd.clamp_(min=0).div_(math.log(2)).sqrt_().mean(-1)  # (c, LH - start)
+            out[text, start:stop, start:] = d
+            out[text, start:, start:stop] = d.T
+            del m, jsd, d
     idx = torch.arange(lh)
     out[:, idx, idx] = 0.0  # rounding can leave ~1e-8 on the diagonal, where p = r exactly
     return out

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attention.batched import batch_js_distance, masked_weights
+from ..attention.batched import batch_js_distance, mask_padding_
 from ..attention.stats import special_positions
 from ..models.engine import Encoded, Engine, TooLong
 from .measures import Batch, Measure, all_measures, measure_batch
@@ -184,9 +184,8 @@ def _run_batch(
     js_texts = 0
     batch = [encs[i] for i in group]
     lengths = torch.tensor([len(e) for e in batch])  # (B,)
-    attn = padded_attention(engine, batch)  # (L, B, H, T, T)
-    w = masked_weights(attn, lengths)  # (L, B, H, T, T) float64, padding zeroed
-    del attn
+    # (L, B, H, T, T) float32, padding zeroed in place: the batch's one copy of its weights
+    w = mask_padding_(padded_attention(engine, batch).float(), lengths)
     finite = torch.isfinite(w.sum(dim=(0, 2, 3, 4)))  # (B,)
     if not bool(finite.all()):
         bad = spec.texts[group[int((~finite).nonzero()[0])]]

@@ -25,7 +25,7 @@ from ..attention.definitions import STATISTICS
 class Batch:
     """One padded batch as producers see it.
 
-    weights: (L, B, H, T, T) float64, zero outside each text's T_b x T_b block (``batched.masked_weights``);
+    weights: (L, B, H, T, T) float32, zero outside each text's T_b x T_b block (``batched.mask_padding_``);
     lengths: (B,) token counts; cls, sep: (B, T) bool at the [CLS] / [SEP] positions; tokens: each text's
     token strings; special: each text's special-token flags.
     """

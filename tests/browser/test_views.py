@@ -289,6 +289,31 @@ def test_every_view_exports_png_at_twice_its_size_and_svg(page, server):  # type
     assert ET.fromstring(download(page, "#export-svg")).tag == f"{ns}svg"
 
 
+def test_explain_tab_exports_png_at_twice_its_size_and_svg(page, server):  # type: ignore[no-untyped-def]
+    """The explainer's steps as one image: the SVG nests each Plotly figure at its drawn size; the PNG is
+    twice the SVG's size."""
+    page.goto(f"{server}/#text={quote(SENTENCE)}&model=custom&view=explain&head=2")
+    wait_ready(page)
+    wait_until(page, "document.getElementById('explain-view').dataset.status === 'ready'")
+    assert not page.is_disabled("#export-png") and not page.is_disabled("#export-svg")
+    figures = page.evaluate(
+        """[...document.querySelectorAll('#explain-steps .mplot')].map(el =>
+             [el.dataset.matrix, el._fullLayout.width, el._fullLayout.height])"""
+    )
+    assert len(figures) >= 7
+    svg = ET.fromstring(download(page, "#export-svg"))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert svg.tag == f"{ns}svg"
+    nested = [(e.get("data-matrix"), float(e.get("width", "nan")), float(e.get("height", "nan")))
+              for e in svg.findall(f"{ns}svg")]  # fmt: skip
+    assert nested == [(m, float(w), float(h)) for m, w, h in figures]  # every figure, at its drawn size
+    width, height = float(svg.get("width", "nan")), float(svg.get("height", "nan"))
+    assert width >= max(w for _, w, _ in figures) and height >= sum(h for _, _, h in figures)
+    titles = [t.text for t in svg.findall(f"{ns}text")]
+    assert any("Softmax weights" in (t or "") for t in titles)
+    assert png_size(download(page, "#export-png")) == (round(width) * 2, round(height) * 2)
+
+
 # -- dark mode and contrast ---------------------------------------------------------------------------
 
 

@@ -26,6 +26,8 @@ import {
 import { cssVar } from "./theme.js";
 
 export const CHUNK = 64; // tokens per chunk (about; see reading.chunks)
+/** A label that starts with the space it covers (byte-level BPE, SentencePiece): the text breaks before it. */
+const SPACE_MARK = /^[\s␣Ġ▁]/u;
 export const HOVER_MS = 120; // a long run's hovered token is fetched once the pointer rests this long
 const KEPT = 256; // a long run's group weights kept (the tokens hovered and pinned lately)
 
@@ -73,7 +75,6 @@ export class TextView {
     this.spans = [];
     this.chunkEls = [];
     this.visible = new Set();
-    this.shadeKey = "";
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { root: this.el, rootMargin: "100px 0px" });
     for (const radio of document.querySelectorAll("input[name=tv-dir]")) {
       radio.addEventListener("change", () => {
@@ -127,6 +128,7 @@ export class TextView {
     }
     if (state.dir && state.dir !== this.direction) this.setDirection(state.dir, false);
     this.alt.details.hidden = Boolean(run.long); // a table of every token's top weights needs the matrix
+    if (run.long) document.getElementById("app").dataset.runId = run.long.runId; // for tests, as longhead.js
     this.matrixKey = `${domKey}:${state.agg}:${state.layer}:${state.head}:${state.scale}:${state.range}`;
     this.applyShading();
   }
@@ -161,6 +163,7 @@ export class TextView {
       for (let i = a; i < b; i++) {
         if (i > a && this.seps[i] === "\n") div.append(document.createElement("br"));
         else if (i > a && this.seps[i] === " ") div.append(" ");
+        else if (i > a && SPACE_MARK.test(labels[i])) div.append(document.createElement("wbr")); // "␣word": a line may break here
         div.append(this.spans[i]);
       }
       if (b < groups.length && groups[b].segment !== groups[b - 1].segment) div.classList.add("seg-end");
@@ -241,6 +244,7 @@ export class TextView {
         if (this.shadeKey(this.selected()) === key) this.status.textContent = `${err.detail || err.message || err}`;
         return;
       }
+      if (this.run?.long === long) document.getElementById("app").dataset.runId = long.runId; // made again after a 404
       if (this.shadeKey(this.selected()) === key && this.run?.long === long) this.applyShading();
     };
     clearTimeout(this.hoverTimer);

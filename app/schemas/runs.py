@@ -1,4 +1,5 @@
-"""Schemas of runs: one long input run once, then read as pooled overviews, exact tiles and single rows or columns (issue 13)."""
+"""Schemas of runs: one long input run once, then read as pooled overviews, exact tiles and single rows or
+columns (issue 13)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -93,14 +92,16 @@ def shaded(page) -> dict[int, float]:  # type: ignore[no-untyped-def]
     pairs = page.evaluate(
         f"""(() => {{ const key = {TV}.ready;
              return [...document.querySelectorAll('#tv-text .tv-chunk')].filter(c => c.dataset.shaded === key)
-               .flatMap(c => [...c.querySelectorAll('.tv-tok')].map(s => [Number(s.dataset.i), Number(s.dataset.w)])); }})()"""
+               .flatMap(c => [...c.querySelectorAll('.tv-tok')].map(s => [Number(s.dataset.i), Number(s.dataset.w)]));
+           }})()"""
     )
     return {int(i): float(w) for i, w in pairs}
 
 
 def painted(page) -> int:  # type: ignore[no-untyped-def]
     """Token spans that carry a shade at all (any selection's)."""
-    return int(page.evaluate("[...document.querySelectorAll('#tv-text .tv-tok')].filter(s => s.style.backgroundColor).length"))
+    spans = "[...document.querySelectorAll('#tv-text .tv-tok')]"
+    return int(page.evaluate(f"{spans}.filter(s => s.style.backgroundColor).length"))
 
 
 def api_vector(url: str, text: str, index: int, axis: str) -> np.ndarray:

@@ -131,7 +131,7 @@ def test_text_view_shades_the_api_weights_of_the_pinned_token(page, server):  # 
 
 def test_long_text_shades_only_what_is_in_view(page, server):  # type: ignore[no-untyped-def]
     # The longest input the page still asks /api/attention for (past 256 tokens it opens a run, whose
-    # head view is an overview, and the text view says it needs every weight).
+    # text view reads one row or column at a time: test_text_long.py).
     text = " ".join(["Attention is all you need, said the paper in 2017."] * 19)
     resp = api(server, text, truncate=True)
     n = len(resp["tokens"])

@@ -1,4 +1,5 @@
-"""Runs: a long input run once and kept, read as pooled overviews, exact tiles and single rows or columns (issue 13; RUNS_API.md)."""
+"""Runs: a long input run once and kept, read as pooled overviews, exact tiles and single rows or columns
+(issue 13; RUNS_API.md)."""
 
 from __future__ import annotations
 

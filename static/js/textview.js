@@ -63,6 +63,7 @@ export class TextView {
     this.tooltip = tooltip;
     this.onPin = onPin;
     this.computed = new Map(); // a long run's group weights by shade key: {w, zmax}
+    this.fetching = new Set(); // shade keys whose vectors are on their way
     this.hoverTimer = null;
     this.el = $("tv-text");
     this.status = $("tv-status");
@@ -232,8 +233,9 @@ export class TextView {
     const { direction } = this;
     const long = this.run.long;
     const go = async () => {
-      if (this.shadeKey(this.selected()) !== key || this.computed.has(key)) return; // moved on, or done
+      if (this.shadeKey(this.selected()) !== key || this.computed.has(key) || this.fetching.has(key)) return; // moved on, done or asked
       const need = vectorsNeeded(groups, T, sel, direction, renormalise);
+      this.fetching.add(key);
       try {
         const got = await Promise.all(need.map((v) => long.vector(layer, head, v.index, v.axis)));
         const vectors = new Map(need.map((v, i) => [v.index, got[i]]));
@@ -243,6 +245,8 @@ export class TextView {
       } catch (err) {
         if (this.shadeKey(this.selected()) === key) this.status.textContent = `${err.detail || err.message || err}`;
         return;
+      } finally {
+        this.fetching.delete(key);
       }
       if (this.run?.long === long) document.getElementById("app").dataset.runId = long.runId; // made again after a 404
       if (this.shadeKey(this.selected()) === key && this.run?.long === long) this.applyShading();

@@ -257,9 +257,9 @@ export function linesSvg({ lines, labels, geometry: g, theme, title, colors }) {
  * largest first; ties keep the earlier key.
  * @returns {Array<Array<{key: number, w: number}>>}
  */
-export function topWeights(matrix, n, k) {
+export function topWeights(matrix, n, k, rows = n) {
   const out = [];
-  for (let q = 0; q < n; q++) {
+  for (let q = 0; q < rows; q++) {
     const row = [];
     for (let j = 0; j < n; j++) row.push({ key: j, w: matrix[q * n + j] });
     row.sort((a, b) => b.w - a.w || a.key - b.key);

@@ -128,7 +128,6 @@ export class TextView {
       if (at >= 0) this.pinned = at;
     }
     if (state.dir && state.dir !== this.direction) this.setDirection(state.dir, false);
-    this.alt.details.hidden = Boolean(run.long); // a table of every token's top weights needs the matrix
     if (run.long) document.getElementById("app").dataset.runId = run.long.runId; // for tests, as longhead.js
     this.matrixKey = `${domKey}:${state.agg}:${state.layer}:${state.head}:${state.scale}:${state.range}`;
     this.applyShading();
@@ -264,17 +263,21 @@ export class TextView {
     const marks = `${key}:${this.pinned}:${this.preview}`;
     const changed = marks !== this.marksKey;
     this.marksKey = marks;
+    if (changed) this.mark(sel);
     const current = this.weights(sel);
     if (current) this.paint(key, current);
     else this.fetchLong(sel); // a long run's vectors: paint() when they come
     this.el.dataset.ready = current ? key : ""; // for tests: the shading shown is the selection's
-    if (!changed) return;
-    this.mark(sel);
   }
 
   /** Shade the chunks in view that are not yet shaded for `key`. */
   paint(key, { w, zmax }) {
     this.el.dataset.zmax = String(zmax);
+    if (!this.view.matrix) {
+      // A long run's text alternative: the largest weights of the one token shown (not every token's).
+      const caption = t("alt.caption", { what: this.status.textContent });
+      this.alt.set({ key, matrix: w, n: this.view.n, rows: [this.selected()], groups: this.view.groups, caption });
+    }
     const table = lut(this.state.scale);
     for (const chunk of this.visible) {
       if (chunk.dataset.shaded === key) continue;

@@ -197,6 +197,15 @@ def test_text_view_of_a_2000_token_run(tpage, text_server) -> None:  # type: ign
     assert page.evaluate("document.getElementById('app').dataset.runId") != stale
     assert sum(1 for r in rec.requests if r.startswith("POST") and r.endswith("/api/runs")) == posts + 1
 
+    # the text alternative of a run: the shown token's three largest weights (eager's, ranked here)
+    page.click("#tv-alt summary")
+    rows = "[...document.querySelectorAll('#tv-alt tbody tr')]"
+    wait_until(page, f"{rows}.length > 0")  # filled on the toggle event
+    cells = page.evaluate(f"{rows}.map(r => [...r.cells].map(c => c.textContent))")
+    assert len(cells) == 1 and cells[0][0].startswith("1000 ")
+    top = np.argsort(-att[HEAD, :, 1000], kind="stable")[:3]
+    assert [int(c.split("(#")[1].split(")")[0]) for c in cells[0][1:]] == top.tolist()
+
 
 def test_merged_words_on_a_run(tpage, text_server) -> None:  # type: ignore[no-untyped-def]
     """Words merged: a group's weights from a run's rows are the short view's grouping (key pieces summed,

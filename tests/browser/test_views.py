@@ -122,6 +122,7 @@ def test_text_view_shades_the_api_weights_of_the_pinned_token(page, server):  # 
 
     # the text alternative: the focused head's top weights per token, as a table
     page.click("#tv-alt summary")
+    wait_until(page, "document.querySelectorAll('#tv-alt tbody tr').length > 0")  # filled on the toggle event
     rows = page.evaluate("[...document.querySelectorAll('#tv-alt tbody tr')].map(r => r.cells[1].textContent)")
     assert len(rows) == len(resp["tokens"])
     top = int(np.argmax(att[2, 7, 0]))

@@ -326,7 +326,8 @@ def test_vectors_equal_eager(runs_client: TestClient, runs_app: FastAPI, store, 
 def test_vector_columns_are_computed_in_row_chunks(
     runs_client: TestClient, runs_app: FastAPI, store, references, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    """With chunks of 7 query rows (300 = 42 x 7 + 6), each column is still eager's column."""
+    """With chunks of 7 x 300 weights (7 query rows of one head, 300 = 42 x 7 + 6; 1 row of 4 heads), each column
+    is still eager's column."""
     monkeypatch.setattr(runs_service, "CHUNK_FLOATS", 7 * 300)
     check_vectors(runs_client, runs_app, references, "llama", 300, [(1, "mean", 3, "key"), (0, 2, 299, "key"),
                                                                    (1, "max", 120, "key")])  # fmt: skip

@@ -380,7 +380,7 @@ def check_index(run: Run, index: int) -> None:
 
 def vector_rows(run: Run, axis: Axis) -> int:
     """Query rows a vector read holds at once (what it reserves through ``read_bytes``)."""
-    return run.num_heads if axis == "query" else max(1, CHUNK_FLOATS // run.num_tokens)
+    return run.num_heads if axis == "query" else max(1, CHUNK_FLOATS // run.num_tokens)  # [h x r] rows in all
 
 
 def vector(run: Run, layer: int, head: Head, index: int, axis: Axis) -> torch.Tensor:
@@ -388,7 +388,7 @@ def vector(run: Run, layer: int, head: Head, index: int, axis: Axis) -> torch.Te
 
     ``axis="query"``: the weights of query ``index`` over every key (one softmax row per head).
     ``axis="key"``: the weights on key ``index`` from every query: each query row's exact softmax over all keys,
-    a chunk of queries and one head at a time (as ``overview``), keeping only the key's column, so about
+    a chunk of queries (every head's rows of it) at a time, keeping only the key's column, so about
     ``CHUNK_FLOATS`` weights are held at once whatever T. Blocking: a worker thread."""
     heads = check_layer_head(run, layer, head)
     check_index(run, index)
@@ -398,14 +398,11 @@ def vector(run: Run, layer: int, head: Head, index: int, axis: Axis) -> torch.Te
             out = _combine(run.rows(layer, heads, index, index + 1, 0, t), head)[0]  # [h, 1, T] -> [T]
         else:
             out = torch.empty(t, dtype=torch.float32)  # [T]
-            rows = max(1, CHUNK_FLOATS // t)
+            rows = max(1, CHUNK_FLOATS // (t * len(heads)))  # every head's rows of a chunk at once
             for q0 in range(0, t, rows):
                 q1 = min(q0 + rows, t)
-                col = run.rows(layer, heads[:1], q0, q1, 0, t)[0, :, index].clone()  # [r, T] -> [r]
-                for h in heads[1:]:
-                    w = run.rows(layer, [h], q0, q1, 0, t)[0, :, index]  # [r, T] -> [r]
-                    col = col.add_(w) if head == "mean" else torch.maximum(col, w, out=col)
-                out[q0:q1] = col.div_(len(heads)) if head == "mean" else col
+                col = run.rows(layer, heads, q0, q1, 0, t)[:, :, index]  # [h, r, T] -> [h, r]
+                out[q0:q1] = _combine(col.unsqueeze(-1), head)[:, 0]  # [r]
     _finite(out)
     return out
 

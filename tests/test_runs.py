@@ -275,6 +275,93 @@ def test_overview_is_pooled_in_row_chunks(
     check_overviews(runs_client, runs_app, references, "llama", 300, [(1, "mean", 40, "mean"), (0, 2, 13, "max")])
 
 
+# -- vectors: one row or one column (the text view of a long input) -------------------------------------
+
+#: Vectors carry 6 decimals (<= 5e-7) on top of float32 arithmetic.
+VECTOR_ATOL = 5e-7 + 1e-5
+VECTORS = [  # (layer, head, index, axis): first / last token, a row and a column of each head choice
+    (0, 0, 0, "query"),
+    (1, 3, 299, "query"),
+    (1, 2, 150, "key"),
+    (0, 1, 0, "key"),
+    (0, "mean", 77, "query"),
+    (1, "mean", 201, "key"),
+    (1, "max", 12, "query"),
+    (0, "max", 260, "key"),
+]
+
+
+def check_vectors(runs_client: TestClient, runs_app: FastAPI, references, name: str, tokens: int, cases) -> None:  # type: ignore[no-untyped-def]
+    text = long_text(references[name][0], tokens)
+    expected = eager(references, name, text)  # (L, H, T, T)
+    info = open_run(runs_client, name, text)
+    t = info["num_tokens"]
+    assert t == expected.shape[-1] > ATTENTION_MAX
+    for layer, head, index, axis in cases:
+        matrix = of_head(expected[layer], head)  # (T, T) NumPy mean / max over eager's heads
+        want = matrix[index] if axis == "query" else matrix[:, index]
+        r = runs_client.get(
+            f"/api/runs/{info['run_id']}/vector", params={"layer": layer, "head": head, "index": index, "axis": axis}
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["etag"].startswith("W/") and "immutable" in r.headers["cache-control"]
+        body = r.json()
+        assert (body["layer"], body["head"], body["index"], body["axis"], body["num_tokens"]) == (
+            layer, head, index, axis, t
+        )  # fmt: skip
+        np.testing.assert_allclose(np.array(body["weights"]), want, atol=VECTOR_ATOL, rtol=0)
+    if name == "llama":  # causal: a query's row is 0 past it, a key's column 0 before it
+        row = runs_client.get(f"/api/runs/{info['run_id']}/vector?layer=0&head=0&index=100&axis=query").json()
+        col = runs_client.get(f"/api/runs/{info['run_id']}/vector?layer=0&head=0&index=100&axis=key").json()
+        assert not any(row["weights"][101:]) and not any(col["weights"][:100])
+        assert abs(sum(row["weights"]) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("name", ["llama", "bert"])
+def test_vectors_equal_eager(runs_client: TestClient, runs_app: FastAPI, store, references, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Rows and columns of 300-token runs (GQA Llama: 4 query heads on 2 key heads; BERT) against eager."""
+    check_vectors(runs_client, runs_app, references, name, 300, VECTORS)
+
+
+def test_vector_columns_are_computed_in_row_chunks(
+    runs_client: TestClient, runs_app: FastAPI, store, references, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """With chunks of 7 x 300 weights (7 query rows of one head, 300 = 42 x 7 + 6; 1 row of 4 heads), each column
+    is still eager's column."""
+    monkeypatch.setattr(runs_service, "CHUNK_FLOATS", 7 * 300)
+    check_vectors(runs_client, runs_app, references, "llama", 300, [(1, "mean", 3, "key"), (0, 2, 299, "key"),
+                                                                   (1, "max", 120, "key")])  # fmt: skip
+
+
+def test_vector_etag_and_bad_parameters(runs_client: TestClient, store) -> None:
+    info = open_run(runs_client, "llama", "The cat sat on the mat because it was tired.")
+    t = info["num_tokens"]
+    base = f"/api/runs/{info['run_id']}/vector"
+    first = runs_client.get(f"{base}?layer=1&head=mean&index=2&axis=key")
+    tag = first.headers["etag"]
+    again = runs_client.get(f"{base}?layer=1&head=mean&index=2&axis=key", headers={"If-None-Match": tag})
+    assert again.status_code == 304
+    other = runs_client.get(f"{base}?layer=1&head=mean&index=2&axis=query")
+    assert other.headers["etag"] != first.headers["etag"]
+    cases = [
+        (f"{base}?layer=0&head=0&index={t}", 422, "bad_range"),  # past the last token
+        (f"{base}?layer=0&head=0&index=-1", 422, "invalid_request"),
+        (f"{base}?layer=0&head=0&index=x", 422, "invalid_request"),
+        (f"{base}?layer=0&head=0", 422, "invalid_request"),  # index missing
+        (f"{base}?layer=0&head=0&index=0&axis=row", 422, "invalid_request"),
+        (f"{base}?layer=0&head={LLM_HEADS}&index=0", 422, "bad_head"),
+        (f"{base}?layer=0&head=median&index=0", 422, "invalid_request"),
+        (f"{base}?layer={LAYERS}&head=0&index=0", 422, "bad_layer"),
+        (f"{base}?head=0&index=0", 422, "invalid_request"),
+        ("/api/runs/nope/vector?layer=0&head=0&index=0", 404, "run_not_found"),
+        ("/api/runs/nope/vector?layer=0&head=0&index=99999", 404, "run_not_found"),  # 404 before 422
+    ]
+    for url, status, code in cases:
+        r = runs_client.get(url)
+        assert (r.status_code, r.json()["error"]) == (status, code), (url, r.text)
+        assert r.json()["detail"]
+
+
 # -- the cache: bytes, LRU, expiry ----------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Schemas of runs: one long input run once, then read as pooled overviews and exact tiles (issue 13)."""
+"""Schemas of runs: one long input run once, then read as pooled overviews, exact tiles and single rows or
+columns (issue 13)."""
 
 from __future__ import annotations
 
@@ -101,4 +102,27 @@ class Tile(BaseModel):
     )
     weights_compact: CompactTensor | None = Field(
         None, description="With `encoding=compact`: the weights as uint8 levels, shape `[q1-q0, k1-k0]`."
+    )
+
+
+#: Decimals of a vector's weights: a run's rows spread over thousands of keys (weights near 1/T), which 4 would
+#: flatten; one vector is small, so it carries 6.
+VECTOR_DECIMALS = 6
+
+
+class Vector(BaseModel):
+    """One row (a query's weights over every key) or one column (every query's weight on a key) of a run."""
+
+    run_id: str
+    layer: int
+    head: int | Literal["mean", "max"] = Field(description=HEAD_DESCRIPTION)
+    index: int = Field(description="The query (axis `query`) or key (axis `key`) the vector belongs to.")
+    axis: Literal["query", "key"] = Field(
+        description="`query`: `weights[k]` = weight of query `index` on key k (a row); `key`: `weights[q]` = "
+        "weight of query q on key `index` (a column)."
+    )
+    num_tokens: int
+    weights: list[float] = Field(
+        description=f"num_tokens weights, {VECTOR_DECIMALS} decimals. Each is its query row's exact softmax over all "
+        "keys (a column is not renormalised); a causal model's row is 0 past its query."
     )

@@ -1,4 +1,4 @@
-"""Runs: one long input run once and kept, then read as pooled overviews and exact tiles.
+"""Runs: one long input run once and kept, then read as pooled overviews, exact tiles and one-token vectors.
 
 A run of a model on the attention capture keeps what the capture recorded (per layer post-RoPE queries
 [Hq, T, d] and keys [Hkv, T, d]): memory linear in tokens. Weights are computed only when read, a block of
@@ -50,6 +50,7 @@ CHUNK_FLOATS = 1 << 22
 _OVERHEAD = 4096
 
 Head = int | Literal["mean", "max"]
+Axis = Literal["query", "key"]
 
 
 @dataclass
@@ -367,6 +368,43 @@ def overview(
     matrix = pool.result()  # [n, n]
     _finite(matrix)
     return bounds, bounds, torch.from_numpy(matrix)
+
+
+def check_index(run: Run, index: int) -> None:
+    """422 ``bad_range`` unless ``0 <= index < T``."""
+    if not 0 <= index < run.num_tokens:
+        raise APIError(
+            422, "bad_range", f"index={index}: need 0 <= index < {run.num_tokens} (this run's tokens, 0-based)."
+        )
+
+
+def vector_rows(run: Run, axis: Axis) -> int:
+    """Query rows a vector read holds at once (what it reserves through ``read_bytes``)."""
+    return run.num_heads if axis == "query" else max(1, CHUNK_FLOATS // run.num_tokens)  # [h x r] rows in all
+
+
+def vector(run: Run, layer: int, head: Head, index: int, axis: Axis) -> torch.Tensor:
+    """One row or one column of the [T, T] weights of a head (or mean/max over heads): [T] float32.
+
+    ``axis="query"``: the weights of query ``index`` over every key (one softmax row per head).
+    ``axis="key"``: the weights on key ``index`` from every query: each query row's exact softmax over all keys,
+    a chunk of queries (every head's rows of it) at a time, keeping only the key's column, so about
+    ``CHUNK_FLOATS`` weights are held at once whatever T. Blocking: a worker thread."""
+    heads = check_layer_head(run, layer, head)
+    check_index(run, index)
+    t = run.num_tokens
+    with torch.inference_mode():
+        if axis == "query":
+            out = _combine(run.rows(layer, heads, index, index + 1, 0, t), head)[0]  # [h, 1, T] -> [T]
+        else:
+            out = torch.empty(t, dtype=torch.float32)  # [T]
+            rows = max(1, CHUNK_FLOATS // (t * len(heads)))  # every head's rows of a chunk at once
+            for q0 in range(0, t, rows):
+                q1 = min(q0 + rows, t)
+                col = run.rows(layer, heads, q0, q1, 0, t)[:, :, index]  # [h, r, T] -> [h, r]
+                out[q0:q1] = _combine(col.unsqueeze(-1), head)[:, 0]  # [r]
+    _finite(out)
+    return out
 
 
 def etag(run: Run, query: dict[str, Any]) -> str:

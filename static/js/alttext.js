@@ -25,7 +25,8 @@ export class AltTable {
   /**
    * What the table describes.
    * @param {{key: string, matrix: Float32Array, n: number, groups: Array<{label: string}>, caption: string}} spec
-   *   key: changes when the matrix does
+   *   key: changes when the matrix does. With `rows` (token indices), `matrix` holds only those rows
+   *   (rows.length x n): a long run's text view gives the one vector it shows
    */
   set(spec) {
     this.spec = spec;
@@ -49,8 +50,9 @@ export class AltTable {
     const thead = document.createElement("thead");
     thead.append(head);
     const tbody = document.createElement("tbody");
-    const top = topWeights(spec.matrix, spec.n, TOP_K);
-    top.forEach((row, q) => {
+    const top = topWeights(spec.matrix, spec.n, TOP_K, spec.rows?.length ?? spec.n);
+    top.forEach((row, i) => {
+      const q = spec.rows ? spec.rows[i] : i;
       const tr = document.createElement("tr");
       const th = document.createElement("th");
       th.scope = "row";

@@ -153,6 +153,11 @@ export function getTile(runId, { layer, head, q0, q1, k0, k1 }, signal) {
   return getJson(`/api/runs/${encodeURIComponent(runId)}/tile`, { layer, head, q0, q1, k0, k1, encoding: "json" }, signal);
 }
 
+/** GET /api/runs/{id}/vector -> {index, axis, weights: [float]}: query `index`'s row (axis "query") or key `index`'s column ("key") */
+export function getVector(runId, { layer, head, index, axis }, signal) {
+  return getJson(`/api/runs/${encodeURIComponent(runId)}/vector`, { layer, head, index, axis }, signal);
+}
+
 /** DELETE /api/runs/{id}: the server may free it now (it would expire anyway). */
 export async function deleteRun(runId) {
   await request(`/api/runs/${encodeURIComponent(runId)}`, { method: "DELETE" });

@@ -1,13 +1,23 @@
 // The explainer tab: the custom block's forward pass for one head, step by step, with the real
 // numbers from /api/explain. Each step is a card: title, formula, one sentence, the learned weights
 // it uses (shapes only) and each result matrix as a labelled heatmap.
+// Export (views.js exportPng/exportSvg): every step's title and formula, then its matrices (caption and
+// figure) one under the other, as one image: SVG with each Plotly figure nested as drawn, PNG at 2x.
 
 import { getExplain } from "./api.js";
 import { RequestCache } from "./cache.js";
 import { divergingScale, plotlyScale } from "./colors.js";
 import { $ } from "./dom.js";
+import { download, downloadCanvas } from "./exporter.js";
 import { t } from "./i18n.js";
 import { absMax, MatrixPlot, tokenGroups } from "./matrixplot.js";
+import { FONT } from "./plotly-theme.js";
+import { SVG_NS, xmlEscape } from "./reading.js";
+import { cssVar } from "./theme.js";
+
+const PAD = 16; // around the image and between parts
+const STEP_LINE = 28; // a step's title line
+const CAPTION_LINE = 22; // a matrix's caption line
 
 const dims = (shape) => shape.join(" × ");
 
@@ -86,6 +96,93 @@ export class ExplainView {
   }
 
   hide() {}
+
+  /**
+   * What the export draws, laid out: {width, height, texts: [{x, y, text, bold}], plots: [{x, y, w, h, el}]}
+   * (CSS px); null when no steps are drawn (the gate, an error).
+   */
+  exportLayout() {
+    if (this.panel.dataset.status !== "ready" || this.stepsEl.hidden || !this.plots.length) return null;
+    const texts = [];
+    const plots = [];
+    let y = PAD;
+    let width = 0;
+    for (const card of this.stepsEl.querySelectorAll("li.step")) {
+      const num = card.querySelector(".step-num")?.textContent ?? "";
+      const title = card.querySelector("h3")?.textContent ?? "";
+      const formula = card.querySelector(".formula")?.textContent ?? "";
+      texts.push({ x: PAD, y: y + STEP_LINE / 2, text: `${num}. ${title}   ${formula}`, bold: true });
+      y += STEP_LINE;
+      for (const fig of card.querySelectorAll("figure")) {
+        const el = fig.querySelector(".mplot");
+        const layout = el?._fullLayout;
+        if (!layout) continue;
+        const caption = [...fig.querySelectorAll("figcaption span")].map((sp) => sp.textContent).join("  ");
+        texts.push({ x: PAD, y: y + CAPTION_LINE / 2, text: caption, bold: false });
+        y += CAPTION_LINE;
+        plots.push({ x: PAD, y, w: layout.width, h: layout.height, el });
+        width = Math.max(width, layout.width);
+        y += layout.height + PAD / 2;
+      }
+      y += PAD / 2;
+    }
+    return { width: Math.ceil(width + 2 * PAD), height: Math.ceil(y + PAD / 2), texts, plots };
+  }
+
+  /** The SVG document of the walkthrough (what exportSvg downloads); null when nothing is drawn. */
+  async svg() {
+    const lay = this.exportLayout();
+    if (!lay) return null;
+    const ink = cssVar("--ink", "#0f172a");
+    const parts = [
+      `<svg xmlns="${SVG_NS}" width="${lay.width}" height="${lay.height}" viewBox="0 0 ${lay.width} ${lay.height}" font-family="system-ui, sans-serif" font-size="13">`,
+      `<rect width="100%" height="100%" fill="${cssVar("--card", "#ffffff")}"/>`,
+    ];
+    for (const tx of lay.texts) {
+      const weight = tx.bold ? ' font-weight="600" font-size="14"' : "";
+      parts.push(`<text x="${tx.x}" y="${tx.y}" dominant-baseline="central" fill="${ink}"${weight}>${xmlEscape(tx.text)}</text>`);
+    }
+    for (const p of lay.plots) {
+      const url = await window.Plotly.toImage(p.el, { format: "svg", width: p.w, height: p.h });
+      const doc = decodeURIComponent(url.slice(url.indexOf(",") + 1)).replace(/^<\?xml[^>]*>\s*/u, "");
+      parts.push(doc.replace(/^<svg\b/u, `<svg x="${p.x}" y="${p.y}" data-matrix="${xmlEscape(p.el.dataset.matrix ?? "")}"`));
+    }
+    parts.push("</svg>");
+    return parts.join("\n");
+  }
+
+  async exportSvg(stem) {
+    const doc = await this.svg();
+    if (doc) download(new Blob([doc], { type: "image/svg+xml" }), `${stem}.svg`);
+  }
+
+  /** PNG at twice the layout's size: the texts drawn here, each figure rendered by Plotly at scale 2. */
+  async exportPng(stem) {
+    const lay = this.exportLayout();
+    if (!lay) return;
+    const scale = 2;
+    const canvas = document.createElement("canvas");
+    canvas.width = lay.width * scale;
+    canvas.height = lay.height * scale;
+    const ctx = canvas.getContext("2d");
+    ctx.scale(scale, scale);
+    ctx.fillStyle = cssVar("--card", "#ffffff");
+    ctx.fillRect(0, 0, lay.width, lay.height);
+    ctx.fillStyle = cssVar("--ink", "#0f172a");
+    ctx.textBaseline = "middle";
+    for (const tx of lay.texts) {
+      ctx.font = tx.bold ? `600 14px ${FONT}` : `13px ${FONT}`;
+      ctx.fillText(tx.text, tx.x, tx.y);
+    }
+    for (const p of lay.plots) {
+      const url = await window.Plotly.toImage(p.el, { format: "png", width: p.w, height: p.h, scale });
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      ctx.drawImage(img, p.x, p.y, p.w, p.h);
+    }
+    return downloadCanvas(canvas, `${stem}.png`);
+  }
 
   clearPlots() {
     for (const p of this.plots) p.clear();

@@ -9,7 +9,7 @@ export class LongRun {
   /**
    * @param {{text: string, pair: string, model: string, truncate: boolean}} req the run's inputs
    * @param {object} info the RunInfo POST /api/runs answered
-   * @param {{createRun: Function, getOverview: Function, getTile: Function, deleteRun: Function}} api
+   * @param {{createRun: Function, getOverview: Function, getTile: Function, getVector?: Function, deleteRun: Function}} api
    */
   constructor(req, info, api) {
     this.req = { ...req, model: info.model };
@@ -23,6 +23,8 @@ export class LongRun {
     // few; the model grid's small overviews (4 KB at 32 x 32) one per head of the model.
     this.cache = new RequestCache(64);
     this.small = new RequestCache(4096);
+    // The text view's rows and columns (4 bytes a token each): the tokens hovered and pinned lately.
+    this.vectors = new RequestCache(512);
   }
 
   get tokens() {
@@ -79,6 +81,18 @@ export class LongRun {
     return this.cache.get(`t:${layer}:${head}:${q0}:${q1}:${k0}:${k1}`, async () => {
       const tile = await this.withRun((id) => this.api.getTile(id, { layer, head, q0, q1, k0, k1 }));
       return { ...flatten(tile.weights), q0, q1, k0, k1 };
+    });
+  }
+
+  /**
+   * One row (axis "query": the weights of query `index` over every key) or column (axis "key": every
+   * query's weight on key `index`) of (layer, head), as a Float32Array of the run's tokens.
+   * @param {number} layer @param {number|"mean"|"max"} head @param {number} index @param {"query"|"key"} axis
+   */
+  vector(layer, head, index, axis) {
+    return this.vectors.get(`v:${layer}:${head}:${index}:${axis}`, async () => {
+      const v = await this.withRun((id) => this.api.getVector(id, { layer, head, index, axis }));
+      return Float32Array.from(v.weights);
     });
   }
 

@@ -5,7 +5,7 @@
 
 import { Aggregates } from "./aggregate.js";
 import { AltTable } from "./alttext.js";
-import { ApiError, createRun, deleteRun, getAttention, getModels, getOverview, getTile, setRoot } from "./api.js";
+import { ApiError, createRun, deleteRun, getAttention, getModels, getOverview, getTile, getVector, setRoot } from "./api.js";
 import { CompareView } from "./compare.js";
 import { Controls } from "./controls.js";
 import { CorpusView } from "./corpustab.js";
@@ -71,7 +71,7 @@ function openHead(layer, head) {
 const headView = new HeadView($("heatmap"), tooltip, { progress, store });
 const views = new Views({
   head: headView,
-  text: new TextView(tooltip), // issue 16: the reading views
+  text: new TextView(tooltip, (pin, dir) => store.setState({ pin, dir }, { render: false })), // issue 16: the reading views
   lines: new LineView(tooltip),
   model: new ModelGrid($("grid"), tooltip, openHead),
   stats: new StatsView(tooltip, openHead, (stat) => store.setState({ stat })),
@@ -188,7 +188,7 @@ function showError(err) {
   setPageState("error");
 }
 
-const runsApi = { createRun, getOverview, getTile, deleteRun };
+const runsApi = { createRun, getOverview, getTile, getVector, deleteRun };
 
 /**
  * Ask for `req` as the page shows it: a run (POST /api/runs) when it has more than LONG_TOKENS tokens,
@@ -270,7 +270,8 @@ async function runText() {
     controls.setStale(false);
     const { layer, head } = store.state;
     // A long input keeps its zoom when it is the text the state names (a link, a reload), else starts whole.
-    const keepZoom = long && store.state.zoom && store.state.text === req.text && store.state.pair === req.pair;
+    const sameText = store.state.text === req.text && store.state.pair === req.pair;
+    const keepZoom = long && store.state.zoom && sameText;
     store.setState({
       text: req.text,
       pair: req.pair,
@@ -279,6 +280,7 @@ async function runText() {
       head: Math.min(head, tensor.heads - 1),
       ...(!seq2seq && store.state.view === "seq2seq" ? { view: "head" } : {}), // its tab is gone
       zoom: keepZoom ? clampView(store.state.zoom, tensor.size) : null,
+      pin: sameText ? store.state.pin : null, // the text view's pin names a token of this text
     });
     await requestRender();
     const total = performance.now() - t0;

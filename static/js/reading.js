@@ -10,6 +10,77 @@ export function weightsOf(matrix, n, sel, direction) {
   return out;
 }
 
+/**
+ * The rows or columns of the T x T weights that the weights of group `sel` need, for a run that holds
+ * no matrix (a long input): the rows of its tokens ("from"), or their columns and, when rows are
+ * renormalised over the tokens kept, the columns of the hidden tokens too ("to").
+ * @returns {Array<{index: number, axis: "query"|"key"}>}
+ */
+export function vectorsNeeded(groups, T, sel, direction, renormalise) {
+  const members = groups[sel]?.members ?? [];
+  if (direction !== "to") return members.map((index) => ({ index, axis: "query" }));
+  const need = members.map((index) => ({ index, axis: "key" }));
+  if (renormalise) {
+    const kept = new Uint8Array(T);
+    for (const g of groups) for (const m of g.members) kept[m] = 1;
+    for (let i = 0; i < T; i++) if (!kept[i]) need.push({ index: i, axis: "key" });
+  }
+  return need;
+}
+
+/**
+ * `weightsOf(project(A, T, groups, renormalise), n, sel, direction)` (tokens.project: query pieces
+ * averaged, key pieces summed, each row first divided by its weight on the tokens kept) computed from
+ * rows or columns of A only (`vectorsNeeded`), so that no T x T matrix is held. A "to" row's weight on
+ * the kept tokens is 1 less its weight on the hidden ones (softmax rows sum to 1).
+ * @param {Map<number, Float32Array>} vectors token -> its row ("from") or column ("to"), T long
+ */
+export function groupWeights(groups, T, sel, direction, vectors, renormalise) {
+  const n = groups.length;
+  const out = new Float32Array(n);
+  const members = groups[sel]?.members ?? [];
+  const keyGroup = new Int32Array(T).fill(-1);
+  groups.forEach((g, gi) => g.members.forEach((m) => (keyGroup[m] = gi)));
+  if (direction !== "to") {
+    for (const q of members) {
+      const row = vectors.get(q);
+      let factor = 1 / members.length;
+      if (renormalise) {
+        let sum = 0;
+        for (let k = 0; k < T; k++) if (keyGroup[k] >= 0) sum += row[k];
+        if (sum <= 0) continue;
+        factor /= sum;
+      }
+      for (let k = 0; k < T; k++) if (keyGroup[k] >= 0) out[keyGroup[k]] += row[k] * factor;
+    }
+    return out;
+  }
+  const onSel = new Float64Array(T); // each query's weight on the selected group's tokens
+  for (const k of members) {
+    const col = vectors.get(k);
+    for (let q = 0; q < T; q++) onSel[q] += col[q];
+  }
+  let kept = null;
+  if (renormalise) {
+    kept = new Float64Array(T).fill(1);
+    for (let h = 0; h < T; h++) {
+      if (keyGroup[h] >= 0) continue;
+      const col = vectors.get(h);
+      for (let q = 0; q < T; q++) kept[q] -= col[q];
+    }
+  }
+  for (let g = 0; g < n; g++) {
+    const ms = groups[g].members;
+    let v = 0;
+    for (const q of ms) {
+      if (kept && kept[q] <= 0) continue;
+      v += (kept ? onSel[q] / kept[q] : onSel[q]) / ms.length;
+    }
+    out[g] = v;
+  }
+  return out;
+}
+
 /** The largest of `values` (at least 1e-6, so it can divide). */
 export function maxOf(values) {
   let m = 0;
@@ -186,9 +257,9 @@ export function linesSvg({ lines, labels, geometry: g, theme, title, colors }) {
  * largest first; ties keep the earlier key.
  * @returns {Array<Array<{key: number, w: number}>>}
  */
-export function topWeights(matrix, n, k) {
+export function topWeights(matrix, n, k, rows = n) {
   const out = [];
-  for (let q = 0; q < n; q++) {
+  for (let q = 0; q < rows; q++) {
     const row = [];
     for (let j = 0; j < n; j++) row.push({ key: j, w: matrix[q * n + j] });
     row.sort((a, b) => b.w - a.w || a.key - b.key);

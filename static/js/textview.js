@@ -6,23 +6,65 @@
 // the browser skips the layout and paint of chunks off screen (content-visibility: auto) and only the
 // chunks in view (IntersectionObserver) are shaded; a chunk that scrolls in is shaded then.
 // Labels and word grouping are those of the other views (tokens.js through derive.js).
+//
+// A long input (a run on the server, longrun.js) has no matrix: the view asks the run for the rows
+// (from) or columns (to) of the selected token's group (GET /api/runs/{id}/vector, cached per run,
+// layer, head, token and axis) and combines them as the short view's grouping does (reading.groupWeights).
+// Hovers are asked for after HOVER_MS without moving on; until a vector arrives the old shading stays.
 
 import { AltTable } from "./alttext.js";
 import { lut } from "./colors.js";
-import { shownView } from "./derive.js";
+import { groupsOf, shownView, title } from "./derive.js";
 import { $ } from "./dom.js";
 import { download, downloadCanvas } from "./exporter.js";
-import { t } from "./i18n.js";
+import { maybe, t } from "./i18n.js";
 import { FONT } from "./plotly-theme.js";
-import { chunks, layoutText, maxOf, separators, shade, SVG_NS, weightsOf, xmlEscape } from "./reading.js";
+import { runHead } from "./longview.js";
+import {
+  chunks, groupWeights, layoutText, maxOf, separators, shade, SVG_NS, vectorsNeeded, weightsOf, xmlEscape,
+} from "./reading.js";
 import { cssVar } from "./theme.js";
 
 export const CHUNK = 64; // tokens per chunk (about; see reading.chunks)
+/** A label that starts with the space it covers (byte-level BPE, SentencePiece): the text breaks before it. */
+const SPACE_MARK = /^[\s␣Ġ▁]/u;
+export const HOVER_MS = 120; // a long run's hovered token is fetched once the pointer rests this long
+const KEPT = 256; // a long run's group weights kept (the tokens hovered and pinned lately)
+
+/** What the text view of a long run shows: the groups of the state's options and a head, no matrix. */
+function longView(run, state) {
+  const head = runHead(state.agg, state.head);
+  if (head === null) {
+    const measure = maybe(`agg.${state.agg}`) ?? t(`select.${state.agg}`);
+    throw new Error(t("long.agg_unavailable", { measure, tokens: run.long.tokens }));
+  }
+  const groups = groupsOf(run, state);
+  const T = run.long.tokens;
+  const hidden = groups.reduce((n, g) => n + g.members.length, 0) < T;
+  return {
+    matrix: null,
+    n: groups.length,
+    groups,
+    head,
+    T,
+    renormalise: hidden && head !== "max", // as derive.reshape: max over heads is not row-stochastic
+    title: title(run, state),
+    revision: `${run.id}:${state.hide}:${state.merge}`,
+  };
+}
 
 export class TextView {
-  /** @param {import("./tooltip.js").Tooltip} tooltip */
-  constructor(tooltip) {
+  /**
+   * @param {import("./tooltip.js").Tooltip} tooltip
+   * @param {(pin: number, dir: "from"|"to") => void} [onPin] the pinned token (its first token's index) and
+   *   direction changed by the user: the page keeps them in the URL
+   */
+  constructor(tooltip, onPin = () => {}) {
     this.tooltip = tooltip;
+    this.onPin = onPin;
+    this.computed = new Map(); // a long run's group weights by shade key: {w, zmax}
+    this.fetching = new Set(); // shade keys whose vectors are on their way
+    this.hoverTimer = null;
     this.el = $("tv-text");
     this.status = $("tv-status");
     this.alt = new AltTable($("tv-alt"));
@@ -34,7 +76,6 @@ export class TextView {
     this.spans = [];
     this.chunkEls = [];
     this.visible = new Set();
-    this.shadeKey = "";
     this.observer = new IntersectionObserver((entries) => this.onIntersect(entries), { root: this.el, rootMargin: "100px 0px" });
     for (const radio of document.querySelectorAll("input[name=tv-dir]")) {
       radio.addEventListener("change", () => {
@@ -62,7 +103,7 @@ export class TextView {
 
   /** The view interface (views.js). */
   async show(run, state, signal) {
-    const view = await shownView(run, state);
+    const view = run.long ? longView(run, state) : await shownView(run, state);
     if (signal?.aborted) return;
     const oldGroups = this.view?.groups;
     this.view = view;
@@ -79,13 +120,22 @@ export class TextView {
       if (pin < 0) pin = Math.max(0, view.groups.findIndex((g) => !g.special));
       this.pinned = pin;
       this.preview = null;
+      this.computed.clear();
     }
+    // A link's (or the history's) pinned token and direction, when they are not the ones shown.
+    if (state.pin != null && state.pin !== view.groups[this.pinned]?.members[0]) {
+      const at = view.groups.findIndex((g) => g.members.includes(Math.min(state.pin, (run.long?.tokens ?? run.tensor.size) - 1)));
+      if (at >= 0) this.pinned = at;
+    }
+    if (state.dir && state.dir !== this.direction) this.setDirection(state.dir, false);
+    if (run.long) document.getElementById("app").dataset.runId = run.long.runId; // for tests, as longhead.js
     this.matrixKey = `${domKey}:${state.agg}:${state.layer}:${state.head}:${state.scale}:${state.range}`;
     this.applyShading();
   }
 
   hide() {
     this.tooltip.hide();
+    clearTimeout(this.hoverTimer);
   }
 
   /** Spans for the groups, in chunks, with the text's own spaces and line breaks between them. */
@@ -113,6 +163,7 @@ export class TextView {
       for (let i = a; i < b; i++) {
         if (i > a && this.seps[i] === "\n") div.append(document.createElement("br"));
         else if (i > a && this.seps[i] === " ") div.append(" ");
+        else if (i > a && SPACE_MARK.test(labels[i])) div.append(document.createElement("wbr")); // "␣word": a line may break here
         div.append(this.spans[i]);
       }
       if (b < groups.length && groups[b].segment !== groups[b - 1].segment) div.classList.add("seg-end");
@@ -131,10 +182,17 @@ export class TextView {
     this.applyShading();
   }
 
-  setDirection(direction) {
+  setDirection(direction, user = true) {
     this.direction = direction;
     for (const radio of document.querySelectorAll("input[name=tv-dir]")) radio.checked = radio.value === direction;
+    if (user) this.tellPin();
     this.applyShading();
+  }
+
+  /** The pin and direction to the page (the URL). */
+  tellPin() {
+    const token = this.view?.groups[this.pinned]?.members[0];
+    if (token != null) this.onPin(token, this.direction);
   }
 
   pin(i) {
@@ -142,6 +200,7 @@ export class TextView {
     const n = this.view.groups.length;
     this.pinned = Math.max(0, Math.min(n - 1, i));
     this.preview = null;
+    this.tellPin();
     this.applyShading();
     const span = this.spans[this.pinned];
     span?.scrollIntoView({ block: "nearest", inline: "nearest" });
@@ -152,22 +211,73 @@ export class TextView {
     return this.preview ?? this.pinned;
   }
 
-  /** The weights shown and the value the darkest shade stands for. */
-  weights() {
+  /** The weights from (or to) token `sel` (the selection) and the value the darkest shade stands for;
+   * null while a long run's vectors are on their way. */
+  weights(sel = this.selected()) {
     const { matrix, n } = this.view;
-    const w = weightsOf(matrix, n, this.selected(), this.direction);
+    if (!matrix) return this.computed.get(this.shadeKey(sel)) ?? null;
+    const w = weightsOf(matrix, n, sel, this.direction);
     return { w, zmax: this.state.range === "one" ? 1 : maxOf(w) };
+  }
+
+  shadeKey(sel) {
+    return `${this.matrixKey}:${this.direction}:${sel}`;
+  }
+
+  /** A long run: ask for the vectors of group `sel` (now when pinned, after HOVER_MS when hovered), then shade. */
+  fetchLong(sel) {
+    const key = this.shadeKey(sel);
+    const { groups, T, head, renormalise } = this.view;
+    const { layer, range } = this.state;
+    const { direction } = this;
+    const long = this.run.long;
+    const go = async () => {
+      if (this.shadeKey(this.selected()) !== key || this.computed.has(key) || this.fetching.has(key)) return; // moved on, done or asked
+      const need = vectorsNeeded(groups, T, sel, direction, renormalise);
+      this.fetching.add(key);
+      try {
+        const got = await Promise.all(need.map((v) => long.vector(layer, head, v.index, v.axis)));
+        const vectors = new Map(need.map((v, i) => [v.index, got[i]]));
+        const w = groupWeights(groups, T, sel, direction, vectors, renormalise);
+        if (this.computed.size >= KEPT) this.computed.delete(this.computed.keys().next().value);
+        this.computed.set(key, { w, zmax: range === "one" ? 1 : maxOf(w) });
+      } catch (err) {
+        if (this.shadeKey(this.selected()) === key) this.status.textContent = `${err.detail || err.message || err}`;
+        return;
+      } finally {
+        this.fetching.delete(key);
+      }
+      if (this.run?.long === long) document.getElementById("app").dataset.runId = long.runId; // made again after a 404
+      if (this.shadeKey(this.selected()) === key && this.run?.long === long) this.applyShading();
+    };
+    clearTimeout(this.hoverTimer);
+    if (sel === this.pinned) go();
+    else this.hoverTimer = setTimeout(go, HOVER_MS);
   }
 
   /** Shade the chunks in view for the current selection (the others when they scroll in). */
   applyShading() {
     if (!this.view) return;
     const sel = this.selected();
-    const key = `${this.matrixKey}:${this.direction}:${sel}`;
+    const key = this.shadeKey(sel);
     const marks = `${key}:${this.pinned}:${this.preview}`;
     const changed = marks !== this.marksKey;
     this.marksKey = marks;
-    const { w, zmax } = this.weights();
+    if (changed) this.mark(sel);
+    const current = this.weights(sel);
+    if (current) this.paint(key, current);
+    else this.fetchLong(sel); // a long run's vectors: paint() when they come
+    this.el.dataset.ready = current ? key : ""; // for tests: the shading shown is the selection's
+  }
+
+  /** Shade the chunks in view that are not yet shaded for `key`. */
+  paint(key, { w, zmax }) {
+    this.el.dataset.zmax = String(zmax);
+    if (!this.view.matrix) {
+      // A long run's text alternative: the largest weights of the one token shown (not every token's).
+      const caption = t("alt.caption", { what: this.status.textContent });
+      this.alt.set({ key, matrix: w, n: this.view.n, rows: [this.selected()], groups: this.view.groups, caption });
+    }
     const table = lut(this.state.scale);
     for (const chunk of this.visible) {
       if (chunk.dataset.shaded === key) continue;
@@ -181,7 +291,10 @@ export class TextView {
       }
       chunk.dataset.shaded = key;
     }
-    if (!changed) return;
+  }
+
+  /** Mark the pinned and previewed tokens, and say in the status line what is shown. */
+  mark(sel) {
     for (const span of this.el.querySelectorAll(".tv-tok.pinned, .tv-tok.preview")) {
       span.classList.remove("pinned", "preview");
       span.setAttribute("aria-selected", "false");
@@ -195,11 +308,12 @@ export class TextView {
     if (this.preview != null && this.preview !== this.pinned) this.spans[this.preview]?.classList.add("preview");
     const g = this.view.groups[sel];
     const dir = this.direction === "to" ? t("textview.status_to", { token: g.label, pos: sel }) : t("textview.status_from", { token: g.label, pos: sel });
-    this.status.textContent = `${this.view.title} · ${dir}`;
+    const note = this.view.matrix ? [] : [t("textview.long", { tokens: this.view.T })];
+    this.status.textContent = [this.view.title, dir, ...note].join(" · ");
     this.el.dataset.selected = String(sel);
     this.el.dataset.pinned = String(this.pinned);
     this.el.dataset.direction = this.direction;
-    this.el.dataset.zmax = String(zmax);
+    if (!this.view.matrix) return;
     this.alt.set({ key: this.matrixKey, matrix: this.view.matrix, n: this.view.n, groups: this.view.groups, caption: t("alt.caption", { what: this.view.title }) });
   }
 
@@ -207,8 +321,9 @@ export class TextView {
     const i = Number(span.dataset.i);
     const g = this.view.groups[i];
     const pinned = this.view.groups[this.pinned];
-    const w = weightsOf(this.view.matrix, this.view.n, this.pinned, this.direction)[i];
-    const lines = [this.direction === "to" ? `${g.label} → ${pinned.label}: ${w.toFixed(3)}` : `${pinned.label} → ${g.label}: ${w.toFixed(3)}`];
+    const w = this.weights(this.pinned)?.w[i];
+    const value = w == null ? "…" : w.toFixed(this.view.matrix ? 3 : 4); // a long run's weights are small
+    const lines = [this.direction === "to" ? `${g.label} → ${pinned.label}: ${value}` : `${pinned.label} → ${g.label}: ${value}`];
     if (g.raw !== g.label) lines.push(g.raw);
     lines.push(t("textview.tip", { pos: i }));
     this.tooltip.show(lines, ev.clientX, ev.clientY);
@@ -250,7 +365,7 @@ export class TextView {
   // -- export: the same shading, laid out again at a fixed width (every token, not only those in view)
 
   exportSpec() {
-    const { w, zmax } = this.weights();
+    const { w, zmax } = this.weights() ?? { w: new Float32Array(this.view.n), zmax: 1 };
     const labels = this.view.groups.map((g) => g.label);
     const table = lut(this.state.scale);
     const font = `14px ${FONT}`;

@@ -9,7 +9,7 @@ import { t } from "./i18n.js";
 export function fileStem(run, state) {
   const views = { text: `text_L${state.layer}_${state.agg === "head" ? `H${state.head}` : state.agg}`, lines: `lines_L${state.layer}`,
                   model: "model_view", stats: `stats_${state.stat}`, heads: "head_types", compare: "compare",
-                  seq2seq: `seq2seq_L${state.layer}_H${state.head}` }; // prettier-ignore
+                  seq2seq: `seq2seq_L${state.layer}_H${state.head}`, explain: `explain_H${state.head}` }; // prettier-ignore
   const perHead = { head: `L${state.layer}_H${state.head}`, norms: `L${state.layer}_H${state.head}_norms` };
   const what = views[state.view] ?? perHead[state.agg] ?? `L${state.layer}_${state.agg}`;
   return exporter.safeName(`headmap_${run.resp.model}_${what}`);

@@ -3,6 +3,7 @@
 // A comparison adds its inputs: &a=The+cat+sat&am=minilm&b=The+dog+sat&bm=minilm
 // A long input's zoom (longview.js) adds the query and key token ranges shown: &q=1024-1280&k=960-1216
 // A perturbation (perturb.js) adds its edit of token 2: &edit=mask:2, &edit=delete:2, &edit=replace:2:dog
+// The text view's pinned token (its index) and direction, once the user chose them: &pin=12&dir=to
 //
 // Pure (no DOM): the statistics a link may name are given, so unit tests need no page.
 
@@ -13,6 +14,7 @@ export const VIEWS = ["head", "text", "lines", "model", "stats", "heads", "compa
 export const AGGS = ["head", "mean", "max", "rollout", "norms", "flow", "alti", "alti_rollout"];
 const RANGES = ["max", "one"];
 const EDITS = ["mask", "replace", "delete"];
+const DIRECTIONS = ["from", "to"];
 
 /** "replace:2:dog" -> {op, pos, word}; null if malformed. */
 export function parseEdit(value) {
@@ -55,6 +57,8 @@ export function urlCodec({ stats, defaultStat }) {
     cmp: null, // {a, am, b, bm}: the compare tab's texts and models, once the user has compared
     zoom: null, // {q0, q1, k0, k1}: a long input's head view zoomed in (token ranges, half-open); null: all of it
     edit: null, // {op, pos, word}: the perturbation that made B (perturb.js)
+    pin: null, // the text view's pinned token (index; its group when words are merged); null: the first word
+    dir: "from", // the text view's direction: weights from the pinned token or to it
   });
 
   /** Parse a fragment (with or without '#') into a full, validated state. */
@@ -77,6 +81,8 @@ export function urlCodec({ stats, defaultStat }) {
       cmp: p.has("b") ? { a: p.get("a") ?? "", am: p.get("am") || null, b: p.get("b"), bm: p.get("bm") || null } : null,
       zoom: zoomOf(p.get("q"), p.get("k")),
       edit: p.has("b") ? parseEdit(p.get("edit")) : null,
+      pin: int(p.get("pin"), null),
+      dir: pick("dir", DIRECTIONS),
     };
   }
 
@@ -102,6 +108,8 @@ export function urlCodec({ stats, defaultStat }) {
       if (s.cmp.bm) p.set("bm", s.cmp.bm);
       if (s.edit) p.set("edit", [s.edit.op, s.edit.pos, ...(s.edit.op === "replace" ? [s.edit.word] : [])].join(":"));
     }
+    if (s.pin != null) p.set("pin", String(s.pin));
+    if (s.dir && s.dir !== defaults.dir) p.set("dir", s.dir);
     if (s.zoom) {
       p.set("q", formatSpan(s.zoom.q0, s.zoom.q1));
       p.set("k", formatSpan(s.zoom.k0, s.zoom.k1));

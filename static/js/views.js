@@ -18,8 +18,9 @@
 
 import { t } from "./i18n.js";
 
-/** Views that read every weight of the response (run.tensor): a long input's run has none (longhead.js). */
-const NEED_ALL_WEIGHTS = new Set(["text", "lines", "seq2seq"]);
+/** Views that read every weight of the response (run.tensor): a long input's run has none (longhead.js).
+ * The text view reads a run's rows and columns instead (GET /api/runs/{id}/vector). */
+const NEED_ALL_WEIGHTS = new Set(["lines", "seq2seq"]);
 
 export class Views {
   /** @param {Record<string, {show: Function, hide: Function}>} byName one view per `state.view` */

@@ -122,6 +122,7 @@ def test_text_view_shades_the_api_weights_of_the_pinned_token(page, server):  # 
 
     # the text alternative: the focused head's top weights per token, as a table
     page.click("#tv-alt summary")
+    wait_until(page, "document.querySelectorAll('#tv-alt tbody tr').length > 0")  # filled on the toggle event
     rows = page.evaluate("[...document.querySelectorAll('#tv-alt tbody tr')].map(r => r.cells[1].textContent)")
     assert len(rows) == len(resp["tokens"])
     top = int(np.argmax(att[2, 7, 0]))
@@ -131,7 +132,7 @@ def test_text_view_shades_the_api_weights_of_the_pinned_token(page, server):  # 
 
 def test_long_text_shades_only_what_is_in_view(page, server):  # type: ignore[no-untyped-def]
     # The longest input the page still asks /api/attention for (past 256 tokens it opens a run, whose
-    # head view is an overview, and the text view says it needs every weight).
+    # text view reads one row or column at a time: test_text_long.py).
     text = " ".join(["Attention is all you need, said the paper in 2017."] * 19)
     resp = api(server, text, truncate=True)
     n = len(resp["tokens"])
@@ -287,6 +288,31 @@ def test_every_view_exports_png_at_twice_its_size_and_svg(page, server):  # type
     size = figure_size(page, "stats-plot")
     assert png_size(download(page, "#export-png")) == (size[0] * 2, size[1] * 2)
     assert ET.fromstring(download(page, "#export-svg")).tag == f"{ns}svg"
+
+
+def test_explain_tab_exports_png_at_twice_its_size_and_svg(page, server):  # type: ignore[no-untyped-def]
+    """The explainer's steps as one image: the SVG nests each Plotly figure at its drawn size; the PNG is
+    twice the SVG's size."""
+    page.goto(f"{server}/#text={quote(SENTENCE)}&model=custom&view=explain&head=2")
+    wait_ready(page)
+    wait_until(page, "document.getElementById('explain-view').dataset.status === 'ready'")
+    assert not page.is_disabled("#export-png") and not page.is_disabled("#export-svg")
+    figures = page.evaluate(
+        """[...document.querySelectorAll('#explain-steps .mplot')].map(el =>
+             [el.dataset.matrix, el._fullLayout.width, el._fullLayout.height])"""
+    )
+    assert len(figures) >= 7
+    svg = ET.fromstring(download(page, "#export-svg"))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert svg.tag == f"{ns}svg"
+    nested = [(e.get("data-matrix"), float(e.get("width", "nan")), float(e.get("height", "nan")))
+              for e in svg.findall(f"{ns}svg")]  # fmt: skip
+    assert nested == [(m, float(w), float(h)) for m, w, h in figures]  # every figure, at its drawn size
+    width, height = float(svg.get("width", "nan")), float(svg.get("height", "nan"))
+    assert width >= max(w for _, w, _ in figures) and height >= sum(h for _, _, h in figures)
+    titles = [t.text for t in svg.findall(f"{ns}text")]
+    assert any("Softmax weights" in (t or "") for t in titles)
+    assert png_size(download(page, "#export-png")) == (round(width) * 2, round(height) * 2)
 
 
 # -- dark mode and contrast ---------------------------------------------------------------------------

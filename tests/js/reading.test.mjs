@@ -6,6 +6,7 @@ import { lut } from "../../static/js/colors.js";
 import {
   chunks,
   contrast,
+  groupWeights,
   headStyle,
   layoutText,
   lineGeometry,
@@ -17,6 +18,7 @@ import {
   shade,
   topWeights,
   weightsOf,
+  vectorsNeeded,
   xmlEscape,
 } from "../../static/js/reading.js";
 
@@ -137,4 +139,38 @@ test("text layout wraps at the width, adds a gap for spaces and a new line for b
   assert.equal(height, 50);
   const wrapped = layoutText(["aaaa", "bbbb"], ["", " "], measure, { width: 60, line: 20, pad: 0, space: 5 });
   assert.deepEqual(wrapped.boxes[1], { x: 0, y: 20, w: 40 });
+});
+
+// A long run's text view: group weights from rows / columns only (reading.groupWeights).
+// Tokens [CLS] a ##b c [SEP]; hiding special tokens and merging words gives groups {a ##b} and {c}.
+const A5 = [
+  [0.4, 0.1, 0.2, 0.2, 0.1],
+  [0.1, 0.3, 0.2, 0.3, 0.1],
+  [0.2, 0.2, 0.2, 0.2, 0.2],
+  [0.5, 0.1, 0.1, 0.2, 0.1],
+  [0.3, 0.3, 0.1, 0.2, 0.1],
+];
+const G5 = [{ members: [1, 2] }, { members: [3] }];
+const rowsOf = (idx) => new Map(idx.map((i) => [i, Float32Array.from(A5[i])]));
+const colsOf = (idx) => new Map(idx.map((i) => [i, Float32Array.from(A5.map((r) => r[i]))]));
+
+test("a run's group weights from rows and columns are the short view's (hand-worked)", () => {
+  assert.deepEqual(vectorsNeeded(G5, 5, 0, "from", true), [{ index: 1, axis: "query" }, { index: 2, axis: "query" }]);
+  assert.deepEqual(vectorsNeeded(G5, 5, 1, "to", true).map((v) => v.index), [3, 0, 4]); // its column, the hidden ones'
+  assert.deepEqual(vectorsNeeded(G5, 5, 1, "to", false).map((v) => v.index), [3]);
+  // from {a ##b}: q1 keeps 0.8 of its row, q2 0.6; each query piece counts half
+  const from = groupWeights(G5, 5, 0, "from", rowsOf([1, 2]), true);
+  assert.ok(Math.abs(from[0] - (0.5 / 0.8 / 2 + 0.4 / 0.6 / 2)) < 1e-6);
+  assert.ok(Math.abs(from[1] - (0.3 / 0.8 / 2 + 0.2 / 0.6 / 2)) < 1e-6);
+  // to {c}: group {a ##b} averages 0.3/0.8 and 0.2/0.6; q3 keeps 1 - 0.5 - 0.1 = 0.4 of its row
+  const to = groupWeights(G5, 5, 1, "to", colsOf([3, 0, 4]), true);
+  assert.ok(Math.abs(to[0] - (0.3 / 0.8 + 0.2 / 0.6) / 2) < 1e-6);
+  assert.ok(Math.abs(to[1] - 0.2 / 0.4) < 1e-6);
+  // without renormalising (max over heads): plain sums and means
+  const plain = groupWeights(G5, 5, 0, "from", rowsOf([1, 2]), false);
+  assert.ok(Math.abs(plain[0] - (0.5 + 0.4) / 2) < 1e-6 && Math.abs(plain[1] - (0.3 + 0.2) / 2) < 1e-6);
+  // one token per group, nothing hidden: the row itself
+  const ones = A5.map((_, i) => ({ members: [i] }));
+  assert.deepEqual(Array.from(groupWeights(ones, 5, 3, "from", rowsOf([3]), false)), A5[3].map(Math.fround));
+  assert.deepEqual(Array.from(groupWeights(ones, 5, 3, "to", colsOf([3]), false)), A5.map((r) => Math.fround(r[3])));
 });

@@ -25,7 +25,18 @@ test("a full link parses into the state it names", () => {
     cmp: null,
     zoom: null,
     edit: null,
+    pin: null,
+    dir: "from",
   });
+});
+
+test("the text view's pinned token and direction round-trip; bad ones fall back", () => {
+  const hash = "#view=text&agg=head&layer=1&head=2&pin=1500&dir=to";
+  const s = codec.parse(hash);
+  assert.deepEqual([s.pin, s.dir], [1500, "to"]);
+  assert.equal(codec.format(s), hash);
+  assert.deepEqual([codec.parse("#pin=-3&dir=up").pin, codec.parse("#pin=-3&dir=up").dir], [null, "from"]);
+  assert.equal(codec.format({ ...codec.defaults, pin: 0 }), "#view=head&agg=head&layer=0&head=0&pin=0"); // 0 is a pin
 });
 
 test("anything unknown or out of range falls back to the default", () => {

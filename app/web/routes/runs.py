@@ -1,4 +1,5 @@
-"""Runs: a long input run once and kept, read as pooled overviews and exact tiles (issue 13; RUNS_API.md)."""
+"""Runs: a long input run once and kept, read as pooled overviews, exact tiles and single rows or columns
+(issue 13; RUNS_API.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ...schemas.attention import AttentionRequest
-from ...schemas.runs import Overview, RunInfo, RunRequest, Tile
+from ...schemas.runs import VECTOR_DECIMALS, Overview, RunInfo, RunRequest, Tile, Vector
 from ...serving import runs as service
 from ...serving.encoding import CompactWeights, Weights, dumps
 from ..deps import HoldDep, RegistryDep, SchedulerDep, SettingsDep
@@ -165,6 +166,50 @@ async def tile(
         "k1": k1,
         "weights": Weights(weights) if encoding == "json" else None,
         "weights_compact": CompactWeights(weights) if encoding == "compact" else None,
+    }
+    return _cached(timed_json(await run_in_threadpool(dumps, payload), start), store, run, tag)
+
+
+@router.get(
+    "/{run_id}/vector",
+    response_model=Vector,
+    responses=_READ_ERRORS,
+    summary="One query's weights over every key (a row) or every query's weight on one key (a column)",
+)
+async def vector(
+    run_id: RunId,
+    layer: LayerQ,
+    head: HeadQ,
+    index: Annotated[int, Query(ge=0, description="The query (axis `query`) or key (axis `key`), 0-based.")],
+    request: Request,
+    scheduler: SchedulerDep,
+    hold: HoldDep,
+    axis: Annotated[
+        Literal["query", "key"], Query(description="`query`: query `index`'s row; `key`: key `index`'s column.")
+    ] = "query",
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """What the text view of a long input shades: the weights from one token (a row: one softmax per head) or to
+    one token (a column: every query row's exact softmax over all keys, computed a chunk of rows at a time, never
+    the whole T x T). `bad_range` when `index` is not a token of the run."""
+    start = time.perf_counter()
+    store = run_store(request)
+    run = store.get(run_id)
+    service.check_layer_head(run, layer, head)
+    service.check_index(run, index)
+    tag = service.etag(run, {"view": "vector", "layer": layer, "head": head, "index": index, "axis": axis})
+    if (hit := _not_modified(store, run, tag, if_none_match)) is not None:
+        return hit
+    nbytes = service.read_bytes(run, service.vector_rows(run, axis))
+    weights = await scheduler.call(lambda: service.vector(run, layer, head, index, axis), nbytes, hold)  # [T]
+    payload = {
+        "run_id": run.run_id,
+        "layer": layer,
+        "head": head,
+        "index": index,
+        "axis": axis,
+        "num_tokens": run.num_tokens,
+        "weights": weights.double().round(decimals=VECTOR_DECIMALS).numpy(),
     }
     return _cached(timed_json(await run_in_threadpool(dumps, payload), start), store, run, tag)
 

@@ -119,7 +119,7 @@ def batch_js_distance(w: torch.Tensor, lengths: torch.Tensor, chunk_bytes: int =
     a whole batch's temporaries in memory.
     """
     _check(w, lengths)
-    layers, b, h, t, _ = w.shape
+    layers, b, h = w.shape[:3]
     lh = layers * h
     out = torch.zeros((b, lh, lh), dtype=torch.float64)
     for text in range(b):

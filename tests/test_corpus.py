@@ -498,19 +498,26 @@ def test_cli_joins_a_running_ray_cluster(tmp_path: Path, tiny_env: None, tbert: 
     """`headmap corpus --ray ADDRESS` as a job on a cluster started apart from it (`ray start --head`, as a
     KubeRay head runs it): same numbers as one process, and the cluster keeps running after the job."""
     import os
-    import shutil
 
     pytest.importorskip("ray")
-    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-    if ray_cli is None:
-        pytest.skip("the ray command is not installed")
     from tests.harness import free_port
+
+    # The `ray` command of this interpreter, so the cluster's workers import this checkout's headmap.
+    ray_cli = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
 
     src = write_lines(tmp_path / "t.txt", MANY)
     one = run(tiny_config(src, tmp_path / "one"), engine=tbert)
+    import secrets
+
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = [ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+    # Token authentication, as a secured cluster runs it: the job finds the cluster's token in its environment.
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    start = [*ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
              "--include-dashboard", "false", "--disable-usage-stats"]  # fmt: skip
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=300)
     try:
@@ -519,11 +526,11 @@ def test_cli_joins_a_running_ray_cluster(tmp_path: Path, tiny_env: None, tbert: 
                "--shard-size", "4", "--ray", f"127.0.0.1:{port}", "--ray-actors", "2"]  # fmt: skip
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
-        status = subprocess.run([ray_cli, "status", "--address", f"127.0.0.1:{port}"], env=env, capture_output=True,
+        status = subprocess.run([*ray_cli, "status", "--address", f"127.0.0.1:{port}"], env=env, capture_output=True,
                                 text=True, timeout=120)  # fmt: skip
         assert status.returncode == 0, status.stderr[-2000:]  # the job disconnected; the cluster still runs
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=300)
+        subprocess.run([*ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=300)
     assert_summaries_close(json.loads((out / "summary.json").read_text()), one, tol=1e-6)
 
 

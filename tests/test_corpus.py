@@ -498,6 +498,7 @@ def test_cli_joins_a_running_ray_cluster(tmp_path: Path, tiny_env: None, tbert: 
     """`headmap corpus --ray ADDRESS` as a job on a cluster started apart from it (`ray start --head`, as a
     KubeRay head runs it): same numbers as one process, and the cluster keeps running after the job."""
     import os
+    import secrets
 
     pytest.importorskip("ray")
     from tests.harness import free_port
@@ -507,8 +508,6 @@ def test_cli_joins_a_running_ray_cluster(tmp_path: Path, tiny_env: None, tbert: 
 
     src = write_lines(tmp_path / "t.txt", MANY)
     one = run(tiny_config(src, tmp_path / "one"), engine=tbert)
-    import secrets
-
     port = free_port()
     # Token authentication, as a secured cluster runs it: the job finds the cluster's token in its environment.
     env = {

@@ -246,12 +246,19 @@ class _MaskMade:
     kv_offset: int
 
 
+class StopForward(Exception):
+    """Raised by the capture once a recording has the attention calls it was asked for (``recording(stop_after=)``):
+    what comes after the last layer's queries and keys (its attention output, feed-forward block, pooler) is
+    not needed for attention weights, so it is not run."""
+
+
 @dataclass
 class Recorder:
     """Collects the attention calls of one forward pass (see ``recording``)."""
 
     calls: list[_Raw] = field(default_factory=list)
     masks: dict[int, _MaskMade] = field(default_factory=dict)  # id(mask tensor) -> how it was made
+    stop_after: int | None = None  # raise StopForward once this many calls are recorded
 
     def dense(self, index: int) -> torch.Tensor:
         """Weights of attention call ``index`` for the whole batch as it ran, padding included: [B, Hq, Tq, Tk].
@@ -343,15 +350,31 @@ _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("hea
 
 
 @contextmanager
-def recording() -> Iterator[Recorder]:
-    """Within this block, every attention call of a model set to ``CAPTURE`` is recorded (this thread only)."""
+def recording(stop_after: int | None = None) -> Iterator[Recorder]:
+    """Within this block, every attention call of a model set to ``CAPTURE`` is recorded (this thread only).
+
+    With ``stop_after``, the call that completes that many raises ``StopForward`` before its own attention
+    runs: use ``capture_only`` to run a model that far."""
     register()
-    rec = Recorder()
+    rec = Recorder(stop_after=stop_after)
     token = _RECORDER.set(rec)
     try:
         yield rec
     finally:
         _RECORDER.reset(token)
+
+
+def capture_only(model: Any, kwargs: dict[str, Any], calls: int) -> Recorder:
+    """Run ``model(**kwargs)`` until its ``calls``-th attention call is recorded, and stop there (in inference
+    mode): the queries and keys of every layer, without the last layer's attention output, feed-forward
+    block or anything after it (about one layer in ``calls`` of the forward pass's work). A forward pass that
+    makes fewer calls runs to its end; the caller checks ``len(rec.calls)``."""
+    with recording(stop_after=calls) as rec:
+        try:
+            model(**kwargs)
+        except StopForward:
+            pass
+    return rec
 
 
 # -- the functions registered with transformers --------------------------------------------------------
@@ -393,6 +416,8 @@ def capture_attention(
                 bias=kwargs.get("position_bias"),
             )
         )
+        if rec.stop_after is not None and len(rec.calls) >= rec.stop_after:
+            raise StopForward
     if softcap is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs

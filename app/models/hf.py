@@ -88,8 +88,8 @@ class HFEngine(Engine):
         if not self.capture or not batch:
             return super().run(batch)
         ids, mask, types = self.pad(batch)  # each (B, T)
-        with torch.inference_mode(), capture.recording() as rec:
-            self.model(**self._inputs(ids, mask, types))
+        with torch.inference_mode():  # the layers' queries and keys are all it needs: stops at the last one
+            rec = capture.capture_only(self.model, self._inputs(ids, mask, types), self.num_layers)
         if len(rec.calls) != self.num_layers:
             raise RuntimeError(f"{self.name}: captured {len(rec.calls)} attention calls, expected {self.num_layers}")
         return list(rec.split([len(e) for e in batch]))
@@ -213,8 +213,7 @@ class HFEngine(Engine):
         model = self.model.get_encoder() if self.kind == "encoder-decoder" else self.model
         kwargs = self._inputs(ids, mask, types)
         if self.capture:  # the SDPA path returns no weights: computed from the captured q and k, padding included
-            with capture.recording() as rec:
-                model(**kwargs)
+            rec = capture.capture_only(model, kwargs, self.num_layers)  # stops at the last layer's q and k
             # (L, B, H, T, T): one batched softmax per layer with the layer's own mask, padding included
             return torch.stack([rec.dense(i) for i in range(len(rec.calls))])
         layers: list[torch.Tensor | None] = list(model(**kwargs, output_attentions=True).attentions)

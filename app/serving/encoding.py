@@ -131,7 +131,7 @@ class Weights:
         for idx in np.ndindex(*shape[:outer]):
             start = pos + ndim - 1 + sum(i * s for i, s in zip(idx, steps, strict=False))  # first entry's ","
             entries = np.ndarray(shape[outer:], dtype=_TABLE.dtype, buffer=out, offset=start, strides=steps[outer:])
-            entries[...] = _lookup(self.array[idx])
+            _lookup(self.array[idx], entries)
         # Brackets and separators, level by level (rows last: their "[" and "]" replace the entries' ",").
         for depth in range(ndim):
             lists, strides, at = shape[:depth], steps[:depth], pos + depth  # lists at this depth; the first one
@@ -152,15 +152,16 @@ class Weights:
         return pos + self._sizes[0]
 
 
-def _lookup(weights: np.ndarray) -> np.ndarray:
-    """(...) weights in [0, 1] -> (...) ``_TABLE`` entries ",d.dddd," (uint64), rounded half to even."""
+def _lookup(weights: np.ndarray, out: np.ndarray) -> None:
+    """(...) weights in [0, 1] -> their ``_TABLE`` entries ",d.dddd," (uint64) in ``out`` (a strided view of
+    the response), rounded half to even. The gather stores straight into ``out``: no entries temporary."""
     q = np.multiply(weights, _SCALE, dtype=np.float32)
     np.rint(q, out=q)
     np.clip(q, 0, _SCALE, out=q)  # float error can put a weight a hair outside [0, 1]; NaN stays NaN
     if np.isnan(q.max()):  # max propagates NaN: one reduction, no boolean temporary
         raise ValueError("attention weights contain NaN")
-    entries: np.ndarray = np.take(_TABLE, q.astype(np.intp))
-    return entries
+    # mode="clip" (indices are in range already) lets take write into a strided `out` without buffering it.
+    np.take(_TABLE, q.astype(np.intp), out=out, mode="clip")
 
 
 class LayerStream:

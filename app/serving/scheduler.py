@@ -72,6 +72,7 @@ class Scheduler:
         self.memory = BytePool(memory.pool_bytes(settings, memory.rss_bytes() or 0))
         self.memory.on_idle = self._trim_soon
         self._trimming = False
+        self._trim_timer: asyncio.TimerHandle | None = None
         self.memory_sized = False  # set once the models are loaded and the pool sized from the RSS then
         log.info("memory budget %d MiB (%s)", budget // memory.MIB, source)
 
@@ -92,13 +93,21 @@ class Scheduler:
         return Hold(self.memory)
 
     def _trim_soon(self) -> None:
-        """Nothing is held any more: give the allocator's free pages back, in a thread, one trim at a time."""
-        if self._trimming:
-            return
+        """Nothing is held any more: once nothing has been for ``memory.TRIM_IDLE_S``, give the allocator's free
+        pages back (in a thread, one trim at a time). Each release to zero restarts the wait."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+        self._trim_timer = loop.call_later(memory.TRIM_IDLE_S, self._trim_if_idle)
+
+    def _trim_if_idle(self) -> None:
+        self._trim_timer = None
+        if self._trimming or self.memory.used:
+            return  # a request holds bytes again: its release starts the wait anew
+        loop = asyncio.get_running_loop()
         self._trimming = True
 
         def done(_: object) -> None:
@@ -377,6 +386,8 @@ class Scheduler:
                 job.future.set_result(result)
 
     async def close(self) -> None:
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
         tasks = [*self._workers.values(), *self._calls]
         for task in tasks:
             task.cancel()

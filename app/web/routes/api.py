@@ -47,7 +47,8 @@ async def attention(
         return timed_json(await measures_service.attention_norms(registry, scheduler, req, hold, limit), start)
     result = await service.compute(registry, scheduler, req, hold, limit)
     if service.body_size(result, req.encoding) > STREAM_ABOVE:  # written a layer at a time as the client reads
-        length, pieces = service.render_stream(result, req.encoding)
+        # On the torch thread: the finite check before the body starts is torch work (threads.py).
+        length, pieces = await in_torch_thread(partial(service.render_stream, result, req.encoding))
         del result  # the generator holds what it needs
         return streamed_json(length, pieces, start)
     body = await in_torch_thread(partial(service.render, result, req.encoding))

@@ -105,6 +105,28 @@ def test_api_weights_equal_eager(client: TestClient, references, family: str) ->
     np.testing.assert_allclose(exact, expected, atol=EXACT, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["bert", "llama", "gemma2"])
+def test_capture_stops_after_the_last_layers_queries_and_keys(client: TestClient, family: str) -> None:
+    """Attention needs every layer's queries and keys, not the last layer's attention output or what follows:
+    the capture stops the forward pass there (issue 19). The feed-forward block of every layer but the last
+    runs once per pass; the last one's never does, while the weights still equal eager (the test above)."""
+    engine = served_engine(client, family)
+    blocks = [m for name, m in engine.model.named_modules() if name.endswith(("mlp", "intermediate"))]
+    assert len(blocks) == LAYERS, [type(m).__name__ for m in blocks]
+    calls = [0] * LAYERS
+    hooks = [m.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1)) for i, m in enumerate(blocks)]
+    try:
+        (out,) = engine.run([engine.encode(TEXT)])
+        assert isinstance(out, Captured) and len(out.layers) == LAYERS
+        assert calls == [1] * (LAYERS - 1) + [0]
+        if engine.lm is not None:  # predictions need the logits: the LM model runs to its end
+            engine.run_lm(engine.encode(TEXT))
+            assert calls == [2] * (LAYERS - 1) + [1]
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_subset_and_batch_equal_eager(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
     """Asked layers/heads (in the caller's order), and two inputs of different length padded into one batch."""

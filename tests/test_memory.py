@@ -358,7 +358,8 @@ def _long_text(words: int) -> str:
 
 
 def test_large_response_is_streamed_and_matches(client: TestClient, registry: ModelRegistry) -> None:
-    """Over STREAM_ABOVE (16 MiB) the route streams (Server-Timing says so); the parsed body equals the one built in-process."""
+    """Over STREAM_ABOVE (16 MiB) the route streams (Server-Timing says so); the parsed body equals the one
+    built in-process."""
     body = {"text": _long_text(200), "model": "minilm"}
     r = client.post("/api/attention", json=body)
     assert r.status_code == 200

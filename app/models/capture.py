@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -370,10 +370,8 @@ def capture_only(model: Any, kwargs: dict[str, Any], calls: int) -> Recorder:
     block or anything after it (about one layer in ``calls`` of the forward pass's work). A forward pass that
     makes fewer calls runs to its end; the caller checks ``len(rec.calls)``."""
     with recording(stop_after=calls) as rec:
-        try:
+        with suppress(StopForward):
             model(**kwargs)
-        except StopForward:
-            pass
     return rec
 
 

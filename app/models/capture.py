@@ -369,9 +369,8 @@ def capture_only(model: Any, kwargs: dict[str, Any], calls: int) -> Recorder:
     mode): the queries and keys of every layer, without the last layer's attention output, feed-forward
     block or anything after it (about one layer in ``calls`` of the forward pass's work). A forward pass that
     makes fewer calls runs to its end; the caller checks ``len(rec.calls)``."""
-    with recording(stop_after=calls) as rec:
-        with suppress(StopForward):
-            model(**kwargs)
+    with recording(stop_after=calls) as rec, suppress(StopForward):
+        model(**kwargs)
     return rec
 
 

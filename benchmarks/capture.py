@@ -9,7 +9,8 @@ size 64, hidden 896, MLP 4864; fewer layers, a small vocabulary) is built in thi
 downloaded. One model object is switched between ``eager``, ``sdpa`` and the capture. Per length:
 
 - held bytes: a captured request (``Captured.nbytes``: q, k, mask) vs eager's attention tensors;
-- one layer: capture forward + that layer's weights (all heads) vs the SDPA forward alone;
+- one layer: capture forward (which, as in the server, stops after the last layer's queries and keys)
+  + that layer's weights (all heads) vs the SDPA forward alone;
 - everything: capture forward + all layers and heads + the compact encoding vs the eager forward
   with ``output_attentions`` (which does not even encode).
 
@@ -78,9 +79,8 @@ def measure(model: Any, tokens: int, reps: int) -> dict[str, float]:
     def sdpa() -> object:
         return model(input_ids=ids, attention_mask=mask).last_hidden_state
 
-    def captured() -> capture.Captured:
-        with capture.recording() as rec:
-            model(input_ids=ids, attention_mask=mask)
+    def captured() -> capture.Captured:  # as the server runs it: stops after the last layer's queries and keys
+        rec = capture.capture_only(model, {"input_ids": ids, "attention_mask": mask}, layers)
         return rec.split([tokens])[0]
 
     def one_layer() -> torch.Tensor:

@@ -81,7 +81,7 @@ def limited(engine: Engine, max_tokens: int | None) -> Engine:
 def encode(engine: Engine, item: Text, truncate: bool, source: str) -> Encoded:
     """Tokenize one text; a text over the limit without truncation names its file and line."""
     try:
-        return engine.encode(item.text, None, truncate)
+        return engine.encode(item.text, None, truncate, readable=False)  # no labels or word ids: not used here
     except TooLong as exc:
         raise CorpusInputError(
             f"{source}:{item.line}: the text has {exc.num_tokens} tokens; {engine.name} takes at most "

@@ -260,17 +260,30 @@ class Recorder:
     masks: dict[int, _MaskMade] = field(default_factory=dict)  # id(mask tensor) -> how it was made
     stop_after: int | None = None  # raise StopForward once this many calls are recorded
 
-    def dense(self, index: int) -> torch.Tensor:
+    def dense_all(self) -> torch.Tensor:
+        """``dense`` of every call, written straight into one [calls, B, Hq, Tq, Tk] float32 tensor (no stack)."""
+        first = self.calls[0]
+        b, hq, tq, tk = first.q.shape[0], first.q.shape[1], first.q.shape[2], first.k.shape[2]
+        out = torch.empty((len(self.calls), b, hq, tq, tk), dtype=torch.float32)  # [calls, B, Hq, Tq, Tk]
+        for i in range(len(self.calls)):
+            self.dense(i, out=out[i])
+        return out
+
+    def dense(self, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Weights of attention call ``index`` for the whole batch as it ran, padding included: [B, Hq, Tq, Tk].
 
         One batched matmul and softmax with the mask tensor the layer was given (what ``split(...)`` per
-        item at the padded length gives, without a Python loop over items)."""
+        item at the padded length gives, without a Python loop over items). With ``out`` (a contiguous
+        float32 [B, Hq, Tq, Tk]), the scores are written there and turned into weights in place."""
         raw = self.calls[index]
         group = raw.q.shape[1] // raw.k.shape[1]
         k = raw.k.float()
         if group > 1:
             k = k.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d] each query head's key/value head
-        s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3))  # [B, Hq, Tq, Tk]
+        if out is not None:
+            s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3), out=out)  # [B, Hq, Tq, Tk]
+        else:
+            s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3))  # [B, Hq, Tq, Tk]
         if raw.softcap is not None:
             s = s.div_(raw.softcap).tanh_().mul_(raw.softcap)
         if raw.bias is not None:
@@ -280,7 +293,10 @@ class Recorder:
         elif raw.causal:
             tq, tk = s.shape[-2], s.shape[-1]
             s = s.masked_fill_(~torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq), -math.inf)
-        return torch.softmax(s, dim=-1)  # [B, Hq, Tq, Tk]
+        if out is None:
+            return torch.softmax(s, dim=-1)  # [B, Hq, Tq, Tk]
+        s.sub_(s.amax(dim=-1, keepdim=True)).exp_()  # the softmax in place: no second [B, Hq, Tq, Tk]
+        return s.div_(s.sum(dim=-1, keepdim=True))
 
     def split(self, lengths: list[int]) -> list[Captured]:
         """Per item (right-padded to the batch's longest), the capture cut to its own ``lengths[i]`` tokens."""

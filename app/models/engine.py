@@ -111,10 +111,13 @@ class Engine:
     _tok_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- tokenizing -----------------------------------------------------------------------------
-    def encode(self, text: str, text_pair: str | None = None, truncate: bool = False) -> Encoded:
+    def encode(self, text: str, text_pair: str | None = None, truncate: bool = False,
+               readable: bool = True) -> Encoded:  # fmt: skip
         """Tokenize with offsets. Raises ``TooLong`` if over ``max_tokens`` and not ``truncate``.
 
-        A fast tokenizer is not re-entrant ("Already borrowed"), hence the lock.
+        ``readable=False`` leaves ``labels`` and ``word_ids`` empty (callers that only compute, like the corpus
+        mode, skip the cost of making them). A fast tokenizer is not re-entrant ("Already borrowed"), hence
+        the lock.
         """
         with self._tok_lock:
             full = self._tokenize(text, text_pair, truncation=False)
@@ -148,9 +151,17 @@ class Engine:
             unknown=[unk is not None and i == unk for i in ids],
             segments=segments,
             truncated=truncated,
-            labels=tokentext.token_labels(texts, tokens, offsets, segments),
-            word_ids=tokentext.word_ids(texts, tokens, offsets, segments, special, tokenizer_words),
+            labels=tokentext.token_labels(texts, tokens, offsets, segments) if readable else [],
+            word_ids=tokentext.word_ids(texts, tokens, offsets, segments, special, tokenizer_words) if readable else [],
         )
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's token count as ``encode`` would give it untruncated (special tokens included), tokenized
+        as one batch: no offsets, labels or word ids."""
+        with self._tok_lock:
+            ids = self.tokenizer(texts, truncation=False, verbose=False, return_attention_mask=False,
+                                 return_token_type_ids=False)["input_ids"]  # fmt: skip
+        return [len(i) for i in ids]
 
     def _tokenize(self, text: str, text_pair: str | None, truncation: bool) -> Any:
         return self.tokenizer(

@@ -215,7 +215,7 @@ class HFEngine(Engine):
         if self.capture:  # the SDPA path returns no weights: computed from the captured q and k, padding included
             rec = capture.capture_only(model, kwargs, self.num_layers)  # stops at the last layer's q and k
             # (L, B, H, T, T): one batched softmax per layer with the layer's own mask, padding included
-            return torch.stack([rec.dense(i) for i in range(len(rec.calls))])
+            return rec.dense_all()
         layers: list[torch.Tensor | None] = list(model(**kwargs, output_attentions=True).attentions)
         # Stack layer by layer, letting go of each source as it is copied: torch.stack would hold the
         # model's L tensors and the stacked copy at once (150 MB instead of 88 MB at 512 tokens).

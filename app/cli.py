@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=4096,
         help="padded tokens per forward pass, batch size x longest text (default: 4096)",
     )
-    cor.add_argument("--shard-size", type=_positive, default=256, help="texts per resumable shard (default: 256)")
+    cor.add_argument("--shard-size", type=_positive, default=1024, help="texts per resumable shard (default: 1024)")
     cor.add_argument("--bins", type=_positive, default=20, help="histogram bins per head (default: 20)")
     cor.add_argument("--no-similarity", action="store_true", help="skip the head-to-head JS distances")
     cor.add_argument(

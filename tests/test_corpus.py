@@ -182,6 +182,28 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> tuple
     return run(config, engine=registry.get("minilm")), out
 
 
+def test_progress_moves_a_batch_at_a_time(tmp_path: Path, registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In one process the bar moves after every batch, not only after each shard (one shard of every text
+    here, in several batches), and ends at the number of texts."""
+    from headmap.corpus import run as run_mod
+
+    updates: list[int] = []
+
+    class Bar:
+        def update(self, n: int) -> None:
+            updates.append(n)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(run_mod, "_progress_bar", lambda total, initial, enabled: Bar())
+    src = write_lines(tmp_path / "texts.txt", TEXTS)
+    config = Config(input=str(src), out=tmp_path / "out", options=Options(batch_tokens=64, shard_size=len(TEXTS)))
+    run(config, engine=registry.get("minilm"))
+    assert sum(updates) == len(TEXTS)
+    assert len([n for n in updates if n > 0]) >= 3  # several batches of the one shard
+
+
 def test_corpus_means_equal_per_text_api_stats(minilm_run: tuple[dict[str, Any], Path], client: TestClient) -> None:
     """Each corpus mean = the mean of the per-text `/api/stats` results. The API rounds to 4 decimals
     (±5e-5 per value), so the bound here is that rounding plus 1e-5; the unrounded check is the next test."""
@@ -283,11 +305,11 @@ def test_resume_after_interruption_equals_uninterrupted_run(
     real = compute.run_shard
     calls: list[int] = []
 
-    def stop_at_third(engine: Engine, spec: compute.ShardSpec, options: Options) -> compute.ShardResult:
+    def stop_at_third(engine: Engine, spec: compute.ShardSpec, options: Options, **kw: Any) -> compute.ShardResult:
         calls.append(spec.index)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(engine, spec, options)
+        return real(engine, spec, options, **kw)
 
     monkeypatch.setattr(corpus_run, "run_shard", stop_at_third)
     out = tmp_path / "resumed"
@@ -298,7 +320,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(
     assert not (out / "COMPLETE").exists() and not (out / "summary.json").exists()
 
     calls.clear()
-    monkeypatch.setattr(corpus_run, "run_shard", lambda *a: (calls.append(a[1].index), real(*a))[1])
+    monkeypatch.setattr(corpus_run, "run_shard", lambda *a, **kw: (calls.append(a[1].index), real(*a, **kw))[1])
     resumed = run(tiny_config(src, out), engine=tbert)
     assert calls == [2, 3, 4, 5, 6]  # only the unfinished shards ran again
     assert comparable(resumed) == comparable(whole)

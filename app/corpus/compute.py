@@ -35,7 +35,7 @@ class Options:
 
     max_tokens: int | None = None  # truncate to this many tokens; None: fail on texts over the model's limit
     batch_tokens: int = 4096  # padded tokens per forward pass (B x T_max)
-    shard_size: int = 256  # texts per shard
+    shard_size: int = 1024  # texts per shard: batches by length are formed within a shard, so not much smaller
     bins: int = 20  # histogram bins per head and measure
     similarity: bool = True  # compute the head-to-head JS distances
     # ... over the first N texts only (None: all): they cost ~10x the forward pass, and 1000 texts pin them down
@@ -150,11 +150,13 @@ def direct(fn: Callable[[], Any]) -> Any:
     return fn()
 
 
-def run_shard(engine: Engine, spec: ShardSpec, options: Options, gate: Gate = direct) -> ShardResult:
+def run_shard(engine: Engine, spec: ShardSpec, options: Options, gate: Gate = direct,
+              on_batch: Callable[[int], None] | None = None) -> ShardResult:  # fmt: skip
     """Tokenize, batch by length, run and measure one shard. ``engine`` is used from this thread only.
 
     ``gate`` runs each batch's forward pass and measures (the server passes its scheduler's background
-    lane, so interactive requests go first between batches)."""
+    lane, so interactive requests go first between batches); ``on_batch(texts)`` is called after each batch
+    (a progress bar that moves within a shard)."""
     engine = limited(engine, options.max_tokens)
     encs = [encode(engine, item, options.max_tokens is not None, spec.source) for item in spec.texts]
     n, lh = len(encs), engine.num_layers * engine.num_heads
@@ -163,6 +165,8 @@ def run_shard(engine: Engine, spec: ShardSpec, options: Options, gate: Gate = di
     js_texts = 0
     for group in batches([len(e) for e in encs], options.batch_tokens):
         js_texts += int(gate(functools.partial(_run_batch, engine, spec, options, encs, group, values, js_sum)))
+        if on_batch is not None:
+            on_batch(len(group))
     return ShardResult(
         index=spec.index,
         start=spec.start,

@@ -104,9 +104,10 @@ def token_lengths(engine: Engine, texts: list[Text], options: Options, source: s
 # -- backends: each yields ShardResults in any order --------------------------------------------------
 
 
-def local_backend(engine: Engine, pending: list[ShardSpec], options: Options) -> Iterator[ShardResult]:
+def local_backend(engine: Engine, pending: list[ShardSpec], options: Options,
+                  on_batch: Callable[[int], None] | None = None) -> Iterator[ShardResult]:  # fmt: skip
     for spec in pending:
-        yield run_shard(engine, spec, options)
+        yield run_shard(engine, spec, options, on_batch=on_batch)
 
 
 _worker_engine: Engine | None = None
@@ -237,6 +238,7 @@ def run(config: Config, on_progress: Progress | None = None, engine: Engine | No
     texts_done = sum(len(specs[i].texts) for i in done)
 
     bar = _progress_bar(len(texts), texts_done, config.progress)
+    moved = 0  # texts of the running shard the bar has already counted
     try:
         if config.ray is not None:
             from .ray_backend import ray_backend
@@ -244,15 +246,23 @@ def run(config: Config, on_progress: Progress | None = None, engine: Engine | No
             results = ray_backend(config.model, pending, options, config.ray, config.ray_actors)
         elif config.workers > 1:
             results = pool_backend(config.model, pending, options, config.workers)
-        else:
-            results = local_backend(engine, pending, options)
+        else:  # in this process the bar moves a batch at a time (a shard can take minutes on a large model)
+
+            def on_batch(count: int) -> None:
+                nonlocal moved
+                moved += count
+                if bar is not None:
+                    bar.update(count)
+
+            results = local_backend(engine, pending, options, on_batch)
         try:
             for result in results:
                 run_dir.save_shard(result)
                 done.add(result.index)
                 texts_done += len(result)
                 if bar is not None:
-                    bar.update(len(result))
+                    bar.update(len(result) - moved)
+                moved = 0
                 if on_progress is not None:
                     on_progress(texts_done, len(texts))
         except KeyboardInterrupt:

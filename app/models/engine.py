@@ -155,6 +155,37 @@ class Engine:
             word_ids=tokentext.word_ids(texts, tokens, offsets, segments, special, tokenizer_words) if readable else [],
         )
 
+    def encode_compute(self, texts: list[str]) -> list[Encoded | None]:
+        """Single texts tokenized in one call, for callers that only compute (the corpus mode): the ids, token
+        types, tokens and special flags ``encode`` gives; no offsets, labels or word ids. None for a text over
+        ``max_tokens`` (its caller uses ``encode``, which truncates or raises ``TooLong``)."""
+        special_ids = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}  # [UNK] is text
+        unk = self.tokenizer.unk_token_id
+        out: list[Encoded | None] = []
+        with self._tok_lock:
+            batch = self.tokenizer(texts, truncation=False, return_special_tokens_mask=True,
+                                   return_attention_mask=False, verbose=False)  # fmt: skip
+            types = batch.get("token_type_ids")
+            for i, ids in enumerate(batch["input_ids"]):
+                n = len(ids)
+                if n > self.max_tokens:
+                    out.append(None)
+                    continue
+                added = batch["special_tokens_mask"][i]
+                out.append(
+                    Encoded(
+                        input_ids=list(ids),
+                        token_type_ids=list(types[i]) if types is not None else None,
+                        tokens=[str(t) for t in self.tokenizer.convert_ids_to_tokens(ids)],
+                        offsets=[None] * n,
+                        special=[bool(a) or x in special_ids for a, x in zip(added, ids, strict=True)],
+                        unknown=[unk is not None and x == unk for x in ids],
+                        segments=[0] * n,
+                        truncated=False,
+                    )
+                )
+        return out
+
     def token_counts(self, texts: list[str]) -> list[int]:
         """Each text's token count as ``encode`` would give it untruncated (special tokens included), tokenized
         as one batch: no offsets, labels or word ids."""

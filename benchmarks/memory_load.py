@@ -13,7 +13,7 @@ container limit by default) and the image's other defaults, waits until it is re
 
 Throughout, a thread samples the server's resident memory (``/proc/<pid>/statm``) every 10 ms. Output:
 RSS at rest, peak and after the burst, each phase's status counts, and whether the target holds (peak
-below ``--target-mb``, every answer 200 or 503, none lost to a transport error or a 5xx other than 503).
+below ``--target-mb``, every answer 200, 204 (a DELETE) or 503, none lost to a transport error or a 5xx other than 503).
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ class Phase:
     seconds: float = 0.0
 
     def ok(self) -> bool:
-        return not self.lost and not self.retry_after_missing and set(self.statuses) <= {200, 503}
+        # 204: a run's DELETE; 503 (with Retry-After): refused while the budget is full, nothing lost
+        return not self.lost and not self.retry_after_missing and set(self.statuses) <= {200, 204, 503}
 
     def line(self) -> str:
         counts = ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items()))

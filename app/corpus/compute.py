@@ -38,7 +38,7 @@ class Options:
     shard_size: int = 1024  # texts per shard: batches by length are formed within a shard, so not much smaller
     bins: int = 20  # histogram bins per head and measure
     similarity: bool = True  # compute the head-to-head JS distances
-    # ... over the first N texts only (None: all): they cost ~10x the forward pass, and 1000 texts pin them down
+    # ... over the first N texts only (None: all): they cost ~2x the forward pass, and 1000 texts pin them down
     similarity_texts: int | None = 1000
 
 

@@ -55,15 +55,19 @@ def repeat_patterns(ids: Sequence[int], content: Sequence[bool]) -> dict[str, to
     duplicate: j < i and ids[j] == ids[i]. induction: key j right after an earlier copy of token i,
     ids[j - 1] == ids[i] with j - 1 < i (the duplicate pattern shifted one key right, as TransformerLens).
     """
-    t = len(ids)
-    tok = torch.tensor(list(ids))  # (T,)
-    ok = torch.tensor(list(content), dtype=torch.bool)  # (T,)
-    same = (tok[:, None] == tok[None, :]) & ok[:, None] & ok[None, :]  # (T, T)
+    return batch_repeat_patterns(torch.tensor(list(ids)), torch.tensor(list(content), dtype=torch.bool))
+
+
+def batch_repeat_patterns(ids: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``repeat_patterns`` of many sequences at once: ids (..., T) int, content (..., T) bool (false for special
+    tokens and padding) -> each pattern (..., T, T) bool."""
+    t = ids.shape[-1]
+    ok = content[..., :, None] & content[..., None, :]  # (..., T, T)
     earlier = torch.tril(torch.ones((t, t), dtype=torch.bool), -1)  # j < i
-    duplicate = same & earlier
-    induction = torch.zeros((t, t), dtype=torch.bool)
-    induction[:, 1:] = duplicate[:, :-1]  # key j = (earlier copy) + 1
-    induction &= ok[None, :]
+    duplicate = (ids[..., :, None] == ids[..., None, :]) & ok & earlier  # (..., T, T)
+    induction = torch.zeros_like(duplicate)
+    induction[..., 1:] = duplicate[..., :-1]  # key j = (earlier copy) + 1
+    induction &= content[..., None, :]
     return {"duplicate_token": duplicate, "induction": induction}
 
 

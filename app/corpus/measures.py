@@ -19,6 +19,7 @@ import torch
 
 from ..attention.batched import STAT_NAMES, batch_head_stats
 from ..attention.definitions import DETECTORS, STATISTICS
+from ..attention.heads import batch_repeat_patterns
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ _REPEATS = tuple(
 
 def _repeats(batch: Batch) -> dict[str, torch.Tensor]:
     """Per text, the mean over queries with a target of the attention mass on its targets, the targets as
-    ``heads.repeat_patterns`` gives them, for the whole padded batch at once."""
+    ``heads.batch_repeat_patterns`` gives them, for the whole padded batch at once."""
     w = batch.weights  # (L, B, H, T, T), zero outside each text's block
     count, t = w.shape[1], w.shape[-1]
     ids = torch.full((count, t), -1, dtype=torch.long)  # (B, T)
@@ -94,12 +95,8 @@ def _repeats(batch: Batch) -> dict[str, torch.Tensor]:
     for b, (row, special) in enumerate(zip(batch.ids, batch.special, strict=True)):
         ids[b, : len(row)] = torch.tensor(row)
         content[b, : len(row)] = ~torch.tensor(special, dtype=torch.bool)
-    earlier = torch.tril(torch.ones((t, t), dtype=torch.bool), -1)  # (T, T) j < i
-    duplicate = (ids[:, :, None] == ids[:, None, :]) & content[:, :, None] & content[:, None, :] & earlier  # (B,T,T)
-    induction = torch.zeros_like(duplicate)
-    induction[:, :, 1:] = duplicate[:, :, :-1] & content[:, None, 1:]  # key right after an earlier copy
     out = {}
-    for name, pattern in (("duplicate_token", duplicate), ("induction", induction)):
+    for name, pattern in batch_repeat_patterns(ids, content).items():  # each (B, T, T)
         rows = pattern.any(-1)  # (B, T) queries with a target
         pat = pattern.to(w.dtype)[:, None]  # (B, 1, T, T)
         mass = torch.stack([(w[layer] * pat).sum(-1) for layer in range(w.shape[0])])  # (L, B, H, T)

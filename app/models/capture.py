@@ -280,10 +280,7 @@ class Recorder:
         k = raw.k.float()
         if group > 1:
             k = k.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d] each query head's key/value head
-        if out is not None:
-            s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3), out=out)  # [B, Hq, Tq, Tk]
-        else:
-            s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3))  # [B, Hq, Tq, Tk]
+        s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3), out=out)  # [B, Hq, Tq, Tk]
         if raw.softcap is not None:
             s = s.div_(raw.softcap).tanh_().mul_(raw.softcap)
         if raw.bias is not None:

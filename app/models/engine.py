@@ -8,6 +8,7 @@ layers and heads asked for). ``forward`` is ``run`` made dense.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -132,14 +133,11 @@ class Engine:
             tokenizer_words = full.word_ids() if getattr(full, "is_fast", False) else None
         added = [bool(s) for s in full["special_tokens_mask"]]  # inserted by the tokenizer, no source text
         offsets = [None if a else [int(x), int(y)] for (x, y), a in zip(full["offset_mapping"], added, strict=True)]
-        # A "[SEP]" typed in the text becomes the real separator: flag it too, but keep its offsets.
-        special_ids = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}  # [UNK] is text
-        special = [a or i in special_ids for a, i in zip(added, ids, strict=True)]
+        special, unknown = self._flags(ids, added)
         segments, last = [], 0
         for sid in seq_ids:  # special tokens belong to the segment they close
             last = sid if sid is not None else last
             segments.append(last)
-        unk = self.tokenizer.unk_token_id
         texts = [text, text_pair or ""]
         tokens = [str(t) for t in tokens]
         return Encoded(
@@ -148,7 +146,7 @@ class Engine:
             tokens=tokens,
             offsets=offsets,
             special=special,
-            unknown=[unk is not None and i == unk for i in ids],
+            unknown=unknown,
             segments=segments,
             truncated=truncated,
             labels=tokentext.token_labels(texts, tokens, offsets, segments) if readable else [],
@@ -159,8 +157,6 @@ class Engine:
         """Single texts tokenized in one call, for callers that only compute (the corpus mode): the ids, token
         types, tokens and special flags ``encode`` gives; no offsets, labels or word ids. None for a text over
         ``max_tokens`` (its caller uses ``encode``, which truncates or raises ``TooLong``)."""
-        special_ids = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}  # [UNK] is text
-        unk = self.tokenizer.unk_token_id
         out: list[Encoded | None] = []
         with self._tok_lock:
             batch = self.tokenizer(texts, truncation=False, return_special_tokens_mask=True,
@@ -171,20 +167,34 @@ class Engine:
                 if n > self.max_tokens:
                     out.append(None)
                     continue
-                added = batch["special_tokens_mask"][i]
+                special, unknown = self._flags(ids, [bool(a) for a in batch["special_tokens_mask"][i]])
                 out.append(
                     Encoded(
                         input_ids=list(ids),
                         token_type_ids=list(types[i]) if types is not None else None,
                         tokens=[str(t) for t in self.tokenizer.convert_ids_to_tokens(ids)],
                         offsets=[None] * n,
-                        special=[bool(a) or x in special_ids for a, x in zip(added, ids, strict=True)],
-                        unknown=[unk is not None and x == unk for x in ids],
+                        special=special,
+                        unknown=unknown,
                         segments=[0] * n,
                         truncated=False,
                     )
                 )
         return out
+
+    @functools.cached_property
+    def _special_ids(self) -> tuple[frozenset[int], int | None]:
+        """The tokenizer's special ids except [UNK], and the [UNK] id (read once: a tokenizer property builds
+        the list on every call)."""
+        unk = self.tokenizer.unk_token_id
+        return frozenset(self.tokenizer.all_special_ids) - {unk}, unk
+
+    def _flags(self, ids: list[int], added: list[bool]) -> tuple[list[bool], list[bool]]:
+        """(special, unknown) of each token. ``added``: inserted by the tokenizer. A "[SEP]" typed in the text
+        becomes the real separator, so it is special too; [UNK] is text, never special."""
+        special_ids, unk = self._special_ids
+        special = [a or i in special_ids for a, i in zip(added, ids, strict=True)]
+        return special, [unk is not None and i == unk for i in ids]
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Each text's token count as ``encode`` would give it untruncated (special tokens included), tokenized

@@ -423,6 +423,10 @@ def test_max_tokens_truncates_instead(tmp_path: Path, tiny_env: None) -> None:
     assert main(["corpus", str(src), "--out", str(tmp_path / "o"), "-q", "--max-tokens", "16"]) == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["tokens"]["truncated_texts"] == 1 and summary["tokens"]["max"] == 16
+    table = read_table(tmp_path / "o" / summary["table"])  # the table's own columns, as written
+    assert table["text"].tolist() == ["short one", "word " * 100]
+    assert table["line"].astype(int).tolist() == [1, 2] and int(table["tokens"][1]) == 16
+    assert [bool(int(v)) if isinstance(v, str) else bool(v) for v in table["truncated"]] == [False, True]
 
 
 def test_jsonl_csv_and_stdin_read_the_same_texts(

@@ -226,3 +226,71 @@ def test_padded_batch_equals_eager(client: TestClient, references, family: str) 
     np.testing.assert_allclose(attn[:, 0].double().numpy(), long, atol=EXACT, rtol=0)
     np.testing.assert_allclose(attn[:, 1, :, :n, :n].double().numpy(), short, atol=EXACT, rtol=0)
     assert float(attn[:, 1, :, :n, n:].abs().max()) < EXACT
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gemma2"])
+def test_weights_computed_in_the_forward_pass_run_it_as_eager_does(client: TestClient, references, family: str) -> None:  # type: ignore[no-untyped-def]
+    """``capture.dense_forward`` (the corpus path): each layer's weights are computed once and its output is
+    weights x values instead of SDPA's. Every layer's weights of a *left*-padded batch equal eager's on the
+    same batch at the rows eager defines the same way, and the SDPA kernel is never called. A query that may
+    see no key (a padded position before any text, causal models) gets a row of zeros, not NaN: NaN there
+    would reach every later layer through 0 x NaN in the weighted sum. Eager gives such a row uniform
+    weights instead, so those rows are left out of the comparison."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    from headmap.models import capture
+
+    engine = served_engine(client, family)
+    tok, model = references[family]
+    tok.padding_side = "left"
+    try:
+        enc = tok([TEXT, SHORT], padding=True, return_tensors="pt")
+    finally:
+        tok.padding_side = "right"
+    if family != "bert":
+        enc.pop("token_type_ids", None)
+    with torch.inference_mode():
+        want = torch.stack(model(**enc, output_attentions=True).attentions).double()  # (L, B, H, T, T)
+    called: list[int] = []
+    original = sdpa.sdpa_attention_forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        called.append(1)
+        return original(*args, **kwargs)
+
+    sdpa.sdpa_attention_forward = spy
+    try:
+        with torch.inference_mode():
+            got = capture.dense_forward(engine.model, dict(enc), LAYERS).double()  # (L, B, H, T, T)
+    finally:
+        sdpa.sdpa_attention_forward = original
+    assert not called
+    assert got.shape == want.shape and bool(torch.isfinite(got).all())
+    sums = got.sum(-1)  # (L, B, H, T)
+    blind = sums < 0.5  # rows that may see no key
+    assert torch.allclose(sums[~blind], torch.ones(()).double(), atol=1e-5)
+    assert not bool(got[blind.unsqueeze(-1).expand_as(got)].any())  # blind rows: all zeros
+    if engine.kind == "decoder":
+        pad = int((enc["attention_mask"][1] == 0).sum())
+        assert pad > 0 and bool(blind[:, 1, :, :pad].all()) and not bool(blind[:, :, :, pad:].any())
+    else:
+        assert not bool(blind.any())
+    keep = (~blind).unsqueeze(-1).expand_as(got)
+    np.testing.assert_allclose(got[keep].numpy(), want[keep].numpy(), atol=EXACT, rtol=0)
+
+
+def test_a_row_that_sees_no_key_is_zeros() -> None:
+    """``Recorder.dense`` with ``out`` (the in-place softmax), worked by hand: scores [[0, ln 3], [-inf, -inf]]
+    (the second query may see no key) give weights [[1/4, 3/4], [0, 0]]."""
+    import math
+
+    from headmap.models import capture
+
+    q = torch.tensor([[[[1.0], [1.0]]]])  # (B=1, H=1, Tq=2, d=1)
+    k = torch.tensor([[[[0.0], [math.log(3)]]]])  # (1, 1, Tk=2, 1)
+    mask = torch.tensor([[[[True, True], [False, False]]]])  # (1, 1, 2, 2) True: may attend
+    raw = capture._Raw(module=None, q=q, k=k, mask=mask, causal=False, scaling=1.0, softcap=None,
+                       sliding_window=None, bias=None)  # fmt: skip
+    rec = capture.Recorder(calls=[raw])
+    got = rec.dense(0, out=torch.empty(1, 1, 2, 2))
+    assert torch.allclose(got[0, 0], torch.tensor([[0.25, 0.75], [0.0, 0.0]]), atol=1e-7)

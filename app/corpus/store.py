@@ -196,9 +196,12 @@ class TableWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({c: cols[c] for c in self.columns})
+        table = pa.Table.from_arrays([_arrow(cols[c]) for c in self.columns], names=self.columns)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._handle, table.schema)
+            # Per-head float columns: dictionary encoding finds nothing to share, and their min/max statistics
+            # cost a third of the write; the identifying columns keep theirs (row-group pruning by line or length).
+            self._writer = pq.ParquetWriter(self._handle, table.schema, use_dictionary=False,
+                                            write_statistics=["index", "line", "tokens", "truncated"])  # fmt: skip
         self._writer.write_table(table)
 
     def close(self, ok: bool) -> None:
@@ -210,6 +213,25 @@ class TableWriter:
             exc = RuntimeError("table not finished")
             with suppress(RuntimeError):
                 self._ctx.__exit__(type(exc), exc, None)
+
+
+def _arrow(values: Any) -> Any:
+    """A pyarrow array of a table column, built from its buffers. ``pa.array`` on a NumPy array or a list
+    imports pandas (half a second, once per process) only to ask whether it was given pandas objects."""
+    import pyarrow as pa
+
+    if isinstance(values, list):  # the texts: UTF-8 bytes and their int32 offsets
+        data = [v.encode("utf-8") for v in values]
+        offsets = np.zeros(len(data) + 1, dtype=np.int32)
+        np.cumsum([len(d) for d in data], out=offsets[1:])
+        buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+        return pa.Array.from_buffers(pa.string(), len(data), buffers)
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.bool_:  # Arrow packs booleans into bits, least significant first
+        bits = pa.py_buffer(np.packbits(values, bitorder="little"))
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, bits])
+    kind = {np.dtype(np.float64): pa.float64(), np.dtype(np.int64): pa.int64()}[values.dtype]
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
 
 
 def _cell(value: Any) -> Any:

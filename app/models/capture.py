@@ -11,6 +11,9 @@ O(layers × heads × tokens²). With grouped-query attention, query head ``h`` p
 Masks stay descriptions where transformers built them through the mask interface (a mask function plus
 the padding row, evaluated per tile); a mask a model made itself is kept as given. Sliding windows and
 padding arrive through the mask; a causal layer that SDPA ran with ``is_causal`` (no mask) is causal.
+
+A caller that wants every layer's dense weights of a batch anyway (the corpus) uses ``dense_forward``: the
+weights are then computed once, in the forward pass, and the layer's output is made from them.
 """
 
 from __future__ import annotations
@@ -259,15 +262,18 @@ class Recorder:
     calls: list[_Raw] = field(default_factory=list)
     masks: dict[int, _MaskMade] = field(default_factory=dict)  # id(mask tensor) -> how it was made
     stop_after: int | None = None  # raise StopForward once this many calls are recorded
+    # ``dense_forward``: every call's weights, computed in the forward pass itself [stop_after, B, Hq, Tq, Tk]
+    keep_dense: bool = False
+    kept: torch.Tensor | None = None
 
-    def dense_all(self) -> torch.Tensor:
-        """``dense`` of every call, written straight into one [calls, B, Hq, Tq, Tk] float32 tensor (no stack)."""
-        first = self.calls[0]
-        b, hq, tq, tk = first.q.shape[0], first.q.shape[1], first.q.shape[2], first.k.shape[2]
-        out = torch.empty((len(self.calls), b, hq, tq, tk), dtype=torch.float32)  # [calls, B, Hq, Tq, Tk]
-        for i in range(len(self.calls)):
-            self.dense(i, out=out[i])
-        return out
+    def keep(self, index: int) -> torch.Tensor:
+        """``dense`` of call ``index`` into its slot of ``kept`` (allocated at the first call): [B, Hq, Tq, Tk]."""
+        raw = self.calls[index]
+        if self.kept is None:
+            assert self.stop_after is not None
+            b, hq, tq, tk = raw.q.shape[0], raw.q.shape[1], raw.q.shape[2], raw.k.shape[2]
+            self.kept = torch.empty((self.stop_after, b, hq, tq, tk), dtype=torch.float32)  # [calls, B, Hq, Tq, Tk]
+        return self.dense(index, out=self.kept[index])
 
     def dense(self, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Weights of attention call ``index`` for the whole batch as it ran, padding included: [B, Hq, Tq, Tk].
@@ -292,8 +298,12 @@ class Recorder:
             s = s.masked_fill_(~torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq), -math.inf)
         if out is None:
             return torch.softmax(s, dim=-1)  # [B, Hq, Tq, Tk]
-        s.sub_(s.amax(dim=-1, keepdim=True)).exp_()  # the softmax in place: no second [B, Hq, Tq, Tk]
-        return s.div_(s.sum(dim=-1, keepdim=True))
+        # The softmax in place (no second [B, Hq, Tq, Tk]). A row that may see no key at all (left padding)
+        # becomes zeros rather than NaN: its max is clamped to a finite value and its sum (0) to a tiny one;
+        # any other row's sum is >= 1, so neither clamp changes it.
+        top = s.amax(dim=-1, keepdim=True).clamp_(min=torch.finfo(s.dtype).min)  # [B, Hq, Tq, 1]
+        s.sub_(top).exp_()
+        return s.div_(s.sum(dim=-1, keepdim=True).clamp_(min=torch.finfo(s.dtype).tiny))
 
     def split(self, lengths: list[int]) -> list[Captured]:
         """Per item (right-padded to the batch's longest), the capture cut to its own ``lengths[i]`` tokens."""
@@ -377,6 +387,20 @@ def recording(stop_after: int | None = None) -> Iterator[Recorder]:
         _RECORDER.reset(token)
 
 
+def dense_forward(model: Any, kwargs: dict[str, Any], calls: int) -> torch.Tensor:
+    """Run ``model(**kwargs)`` (in inference mode) computing each attention call's weights *once*, in the forward
+    pass: softmax(q·kᵀ) with the layer's own mask, written into one [calls, B, Hq, Tq, Tk] float32 tensor,
+    and the layer's output is those weights times its values (what eager attention does), instead of SDPA
+    followed by a second softmax from the captured q and k. Stops after the ``calls``-th call's weights, like
+    ``capture_only``. For callers that want every layer's dense weights of a batch anyway (the corpus)."""
+    with recording(stop_after=calls) as rec, suppress(StopForward):
+        rec.keep_dense = True
+        model(**kwargs)
+    if rec.kept is None or len(rec.calls) != calls:
+        raise RuntimeError(f"{type(model).__name__}: captured {len(rec.calls)} attention calls, expected {calls}")
+    return rec.kept
+
+
 def capture_only(model: Any, kwargs: dict[str, Any], calls: int) -> Recorder:
     """Run ``model(**kwargs)`` until its ``calls``-th attention call is recorded, and stop there (in inference
     mode): the queries and keys of every layer, without the last layer's attention output, feed-forward
@@ -426,6 +450,11 @@ def capture_attention(
                 bias=kwargs.get("position_bias"),
             )
         )
+        if rec.keep_dense:
+            w = rec.keep(len(rec.calls) - 1)  # [B, Hq, Tq, Tk]
+            if rec.stop_after is not None and len(rec.calls) >= rec.stop_after:
+                raise StopForward
+            return _weighted_values(w, value), None
         if rec.stop_after is not None and len(rec.calls) >= rec.stop_after:
             raise StopForward
     if softcap is None:
@@ -433,6 +462,16 @@ def capture_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
     return _softcapped_attention(query, key, value, attention_mask, scale, softcap, is_causal, module), None
+
+
+def _weighted_values(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """weights [B, Hq, Tq, Tk] float32 x value [B, Hkv, Tk, d] -> the attention output [B, Tq, Hq, d] in
+    ``value``'s dtype, as eager attention computes it (each query head reads its key/value head)."""
+    v = value.float()
+    group = weights.shape[1] // v.shape[1]
+    if group > 1:
+        v = v.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d]
+    return torch.matmul(weights, v).transpose(1, 2).contiguous().to(value.dtype)  # [B, Tq, Hq, d]
 
 
 def _softcapped_attention(

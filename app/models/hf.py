@@ -212,10 +212,9 @@ class HFEngine(Engine):
         # An encoder-decoder gives its encoder's self-attention here (corpus statistics); ``run`` gives all three.
         model = self.model.get_encoder() if self.kind == "encoder-decoder" else self.model
         kwargs = self._inputs(ids, mask, types)
-        if self.capture:  # the SDPA path returns no weights: computed from the captured q and k, padding included
-            rec = capture.capture_only(model, kwargs, self.num_layers)  # stops at the last layer's q and k
+        if self.capture:  # every layer's weights are wanted: computed once, in the forward pass, and kept
             # (L, B, H, T, T): one batched softmax per layer with the layer's own mask, padding included
-            return rec.dense_all()
+            return capture.dense_forward(model, kwargs, self.num_layers)
         layers: list[torch.Tensor | None] = list(model(**kwargs, output_attentions=True).attentions)
         # Stack layer by layer, letting go of each source as it is copied: torch.stack would hold the
         # model's L tensors and the stacked copy at once (150 MB instead of 88 MB at 512 tokens).

@@ -3,9 +3,14 @@
 
 const UNK_LABEL = "⟨UNK⟩";
 
-/** The label of one token: its own string, except that the unknown token is marked. */
-export function tokenLabel(token, unknown) {
-  return unknown ? UNK_LABEL : token;
+/**
+ * The label of one token: the text it shows. An unknown token is marked: ⟨自⟩ when the response's `labels`
+ * say which text it replaced (so a run of Chinese characters unknown to an English model still reads
+ * 自注意力, each marked), else ⟨UNK⟩. The tokenizer's own string ([UNK]) stays in the tooltip.
+ */
+export function tokenLabel(text, unknown, raw = text) {
+  if (!unknown) return text;
+  return text && text !== raw ? `⟨${text}⟩` : UNK_LABEL;
 }
 
 /**
@@ -44,7 +49,7 @@ function shownText(resp, i) {
  * WordPiece "##" is.
  */
 function pieceText(resp, i, wordPiece, unknown) {
-  const text = tokenLabel(shownText(resp, i), unknown);
+  const text = tokenLabel(shownText(resp, i), unknown, resp.tokens[i]);
   if (unknown) return text;
   if (resp.labels) return text.replace(/^…/u, "");
   return wordPiece ? text.slice(2) : text;
@@ -80,7 +85,7 @@ export function groupTokens(resp, { hideSpecial, mergeWords }) {
       prev.unknown ||= unknown;
       prev.generated ||= Boolean(resp.generated?.[i]);
     } else {
-      const label = tokenLabel(shownText(resp, i), unknown);
+      const label = tokenLabel(shownText(resp, i), unknown, resp.tokens[i]);
       groups.push({ members: [i], label, raw: resp.tokens[i], special, unknown, segment, generated: Boolean(resp.generated?.[i]) });
     }
     last = i;

@@ -109,11 +109,12 @@ def test_chinese_page_has_no_english_ui_and_warns_about_unknown_tokens(page, ser
     assert f"{round(resp['unknown_share'] * 100)}%" in notice and "minilm" in notice
     assert f"{resp['unknown_count']} 个" in notice and "HEADMAP_MODELS" in notice
     assert zh["unknown.link"] in notice
-    # Merged into words, the tick labels are the text the tokens cover (⟨UNK⟩ where minilm has none).
+    # Merged into words, the tick labels are the text the tokens cover (⟨注⟩ where minilm has [UNK]).
     page.check("#merge-words")
     wait_until(page, "document.querySelectorAll('#heatmap-labels .ytick').length > 0")
     labels = ticks(page, "y")
     assert "。" in labels and "，" in labels
+    assert any("⟨" in x for x in labels) and not any("⟨UNK⟩" in x for x in labels), labels
     page.uncheck("#merge-words")
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     shot(page, "zh-CN")

@@ -315,14 +315,19 @@ def test_long_input_unicode_and_errors(page, server):  # type: ignore[no-untyped
     _record_timing(f"model_grid_render_ms_{n}_tokens", float(page.get_attribute("#app", "data-render-ms")))
     page.click("#tab-head")
 
-    # CJK, RTL and emoji: the labels are the text each token covers (the response's labels); [UNK] is
-    # visibly marked.
+    # CJK, RTL and emoji: the labels are the text each token covers (the response's labels); an [UNK] is
+    # visibly marked and still shows the text it replaced (⟨😀⟩), ⟨UNK⟩ only where the labels know none.
     mixed = "日本語 שלום עולם 😀"
     run_text(page, mixed)
     resp = api(server, mixed)
-    expected = ["⟨UNK⟩" if u else label for label, u in zip(resp["labels"], resp["unknown"], strict=True)]
+    tokens = resp["tokens"]
+    expected = [
+        (f"⟨{label}⟩" if label != token else "⟨UNK⟩") if u else label
+        for label, token, u in zip(resp["labels"], tokens, resp["unknown"], strict=True)
+    ]
     assert ticks(page, "y") == expected
-    assert any(resp["unknown"]) and "⟨UNK⟩" in ticks(page, "x")
+    marked = [x for x, u in zip(ticks(page, "x"), resp["unknown"], strict=True) if u]
+    assert marked and all(x.startswith("⟨") and x.endswith("⟩") and x != "⟨UNK⟩" for x in marked), marked
     shot(page, "unicode")
 
     # Errors from the API appear readably.

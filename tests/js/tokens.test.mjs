@@ -53,6 +53,23 @@ test("unknown tokens are labelled ⟨UNK⟩", () => {
   assert.deepEqual(groupTokens(resp, { hideSpecial: false, mergeWords: false }).map((x) => x.label), ["⟨UNK⟩", "x"]);
 });
 
+test("an unknown token with a label shows the text it replaced, marked; merged into its word too", () => {
+  // minilm on Chinese: each character is [UNK]; the labels say which one. "[UNK]" as its own label: unknown text.
+  const resp = {
+    tokens: ["[CLS]", "[UNK]", "[UNK]", "[UNK]", "x", "[SEP]"],
+    labels: ["[CLS]", "自", "注", "[UNK]", "x", "[SEP]"],
+    special: [true, false, false, false, false, true],
+    unknown: [false, true, true, true, false, false],
+    word_ids: [null, 0, 0, 1, 2, null],
+  };
+  const each = groupTokens(resp, { hideSpecial: false, mergeWords: false });
+  assert.deepEqual(each.map((x) => x.label), ["[CLS]", "⟨自⟩", "⟨注⟩", "⟨UNK⟩", "x", "[SEP]"]);
+  assert.deepEqual(each.map((x) => x.raw), ["[CLS]", "[UNK]", "[UNK]", "[UNK]", "x", "[SEP]"]);
+  const words = groupTokens(resp, { hideSpecial: true, mergeWords: true });
+  assert.deepEqual(words.map((x) => x.label), ["⟨自⟩⟨注⟩", "⟨UNK⟩", "x"]);
+  assert.deepEqual(words.map((x) => x.unknown), [true, true, false]);
+});
+
 // word_ids (from the API: tokenizer words; jieba words in Chinese runs; null for punctuation and
 // special tokens) decide the merge when the response has them; labels are what the words read as.
 

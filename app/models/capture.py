@@ -276,34 +276,9 @@ class Recorder:
         return self.dense(index, out=self.kept[index])
 
     def dense(self, index: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Weights of attention call ``index`` for the whole batch as it ran, padding included: [B, Hq, Tq, Tk].
-
-        One batched matmul and softmax with the mask tensor the layer was given (what ``split(...)`` per
-        item at the padded length gives, without a Python loop over items). With ``out`` (a contiguous
-        float32 [B, Hq, Tq, Tk]), the scores are written there and turned into weights in place."""
-        raw = self.calls[index]
-        group = raw.q.shape[1] // raw.k.shape[1]
-        k = raw.k.float()
-        if group > 1:
-            k = k.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d] each query head's key/value head
-        s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3), out=out)  # [B, Hq, Tq, Tk]
-        if raw.softcap is not None:
-            s = s.div_(raw.softcap).tanh_().mul_(raw.softcap)
-        if raw.bias is not None:
-            s = s.add_(raw.bias)
-        if raw.mask is not None:
-            s = s.masked_fill_(~raw.mask, -math.inf) if raw.mask.dtype == torch.bool else s.add_(raw.mask.float())
-        elif raw.causal:
-            tq, tk = s.shape[-2], s.shape[-1]
-            s = s.masked_fill_(~torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq), -math.inf)
-        if out is None:
-            return torch.softmax(s, dim=-1)  # [B, Hq, Tq, Tk]
-        # The softmax in place (no second [B, Hq, Tq, Tk]). A row that may see no key at all (left padding)
-        # becomes zeros rather than NaN: its max is clamped to a finite value and its sum (0) to a tiny one;
-        # any other row's sum is >= 1, so neither clamp changes it.
-        top = s.amax(dim=-1, keepdim=True).clamp_(min=torch.finfo(s.dtype).min)  # [B, Hq, Tq, 1]
-        s.sub_(top).exp_()
-        return s.div_(s.sum(dim=-1, keepdim=True).clamp_(min=torch.finfo(s.dtype).tiny))
+        """Weights of attention call ``index`` for the whole batch as it ran, padding included: [B, Hq, Tq, Tk]
+        (``dense_weights``)."""
+        return dense_weights(self.calls[index], out)
 
     def split(self, lengths: list[int]) -> list[Captured]:
         """Per item (right-padded to the batch's longest), the capture cut to its own ``lengths[i]`` tokens."""
@@ -369,17 +344,47 @@ def _item_mask(raw: _Raw, made: _MaskMade | None, i: int, nq: int, nk: int) -> M
     return Mask("dense", dense=_own(m))
 
 
+def dense_weights(raw: _Raw, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Weights of one attention call for the whole batch as it ran, padding included: [B, Hq, Tq, Tk].
+
+    One batched matmul and softmax with the mask tensor the layer was given (what ``split(...)`` per
+    item at the padded length gives, without a Python loop over items). With ``out`` (a contiguous
+    float32 [B, Hq, Tq, Tk]), the scores are written there and turned into weights in place."""
+    group = raw.q.shape[1] // raw.k.shape[1]
+    k = raw.k.float()
+    if group > 1:
+        k = k.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d] each query head's key/value head
+    s = torch.matmul(raw.q.float() * raw.scaling, k.transpose(2, 3), out=out)  # [B, Hq, Tq, Tk]
+    if raw.softcap is not None:
+        s = s.div_(raw.softcap).tanh_().mul_(raw.softcap)
+    if raw.bias is not None:
+        s = s.add_(raw.bias)
+    if raw.mask is not None:
+        s = s.masked_fill_(~raw.mask, -math.inf) if raw.mask.dtype == torch.bool else s.add_(raw.mask.float())
+    elif raw.causal:
+        tq, tk = s.shape[-2], s.shape[-1]
+        s = s.masked_fill_(~torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq), -math.inf)
+    if out is None:
+        return torch.softmax(s, dim=-1)  # [B, Hq, Tq, Tk]
+    # The softmax in place (no second [B, Hq, Tq, Tk]). A row that may see no key at all (left padding)
+    # becomes zeros rather than NaN: its max is clamped to a finite value and its sum (0) to a tiny one;
+    # any other row's sum is >= 1, so neither clamp changes it.
+    top = s.amax(dim=-1, keepdim=True).clamp_(min=torch.finfo(s.dtype).min)  # [B, Hq, Tq, 1]
+    s.sub_(top).exp_()
+    return s.div_(s.sum(dim=-1, keepdim=True).clamp_(min=torch.finfo(s.dtype).tiny))
+
+
 _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("headmap_recorder", default=None)
 
 
 @contextmanager
-def recording(stop_after: int | None = None) -> Iterator[Recorder]:
+def recording(stop_after: int | None = None, keep_dense: bool = False) -> Iterator[Recorder]:
     """Within this block, every attention call of a model set to ``CAPTURE`` is recorded (this thread only).
 
     With ``stop_after``, the call that completes that many raises ``StopForward`` before its own attention
-    runs: use ``capture_only`` to run a model that far."""
+    runs: use ``capture_only`` to run a model that far. ``keep_dense``: see ``dense_forward``."""
     register()
-    rec = Recorder(stop_after=stop_after)
+    rec = Recorder(stop_after=stop_after, keep_dense=keep_dense)
     token = _RECORDER.set(rec)
     try:
         yield rec
@@ -393,8 +398,7 @@ def dense_forward(model: Any, kwargs: dict[str, Any], calls: int) -> torch.Tenso
     and the layer's output is those weights times its values (what eager attention does), instead of SDPA
     followed by a second softmax from the captured q and k. Stops after the ``calls``-th call's weights, like
     ``capture_only``. For callers that want every layer's dense weights of a batch anyway (the corpus)."""
-    with recording(stop_after=calls) as rec, suppress(StopForward):
-        rec.keep_dense = True
+    with recording(stop_after=calls, keep_dense=True) as rec, suppress(StopForward):
         model(**kwargs)
     if rec.kept is None or len(rec.calls) != calls:
         raise RuntimeError(f"{type(model).__name__}: captured {len(rec.calls)} attention calls, expected {calls}")
@@ -434,34 +438,33 @@ def capture_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    raw = _Raw(
+        module=module,
+        q=query.detach(),
+        k=key.detach(),
+        mask=attention_mask,
+        causal=bool(causal) and query.shape[2] > 1,
+        scaling=scale,
+        softcap=softcap,
+        sliding_window=sliding_window,
+        bias=kwargs.get("position_bias"),
+    )
+    weights = None
     rec = _RECORDER.get()
     if rec is not None:
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        rec.calls.append(
-            _Raw(
-                module=module,
-                q=query.detach(),
-                k=key.detach(),
-                mask=attention_mask,
-                causal=bool(causal) and query.shape[2] > 1,
-                scaling=scale,
-                softcap=softcap,
-                sliding_window=sliding_window,
-                bias=kwargs.get("position_bias"),
-            )
-        )
+        rec.calls.append(raw)
         if rec.keep_dense:
-            w = rec.keep(len(rec.calls) - 1)  # [B, Hq, Tq, Tk]
-            if rec.stop_after is not None and len(rec.calls) >= rec.stop_after:
-                raise StopForward
-            return _weighted_values(w, value), None
+            weights = rec.keep(len(rec.calls) - 1)  # [B, Hq, Tq, Tk]
         if rec.stop_after is not None and len(rec.calls) >= rec.stop_after:
             raise StopForward
-    if softcap is None:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
-        )
-    return _softcapped_attention(query, key, value, attention_mask, scale, softcap, is_causal, module), None
+    if weights is None and softcap is not None:  # SDPA cannot soft-cap: this layer the eager way (transient)
+        weights = dense_weights(raw)  # [B, Hq, Tq, Tk]
+    if weights is not None:
+        return _weighted_values(weights, value), None
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+    )
 
 
 def _weighted_values(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -472,33 +475,6 @@ def _weighted_values(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     if group > 1:
         v = v.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d]
     return torch.matmul(weights, v).transpose(1, 2).contiguous().to(value.dtype)  # [B, Tq, Hq, d]
-
-
-def _softcapped_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    mask: torch.Tensor | None,
-    scaling: float,
-    softcap: float,
-    is_causal: bool | None,
-    module: torch.nn.Module,
-) -> torch.Tensor:
-    """SDPA cannot soft-cap: one layer computed the eager way (transient [B, Hq, Tq, Tk]). Returns [B, Tq, Hq, d]."""
-    group = query.shape[1] // key.shape[1]
-    k = key.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d]
-    v = value.repeat_interleave(group, dim=1)  # [B, Hq, Tk, d]
-    s = torch.matmul(query, k.transpose(2, 3)) * scaling  # [B, Hq, Tq, Tk]
-    s = torch.tanh(s / softcap) * softcap
-    if mask is None:
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        if causal and query.shape[2] > 1:
-            tq, tk = query.shape[2], key.shape[2]
-            mask = torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)  # [Tq, Tk]
-    if mask is not None:
-        s = s.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else s + mask
-    w = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, Hq, Tq, Tk]
-    return torch.matmul(w, v).transpose(1, 2).contiguous()  # [B, Tq, Hq, d]
 
 
 def capture_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
